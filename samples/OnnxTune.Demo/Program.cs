@@ -1,0 +1,1 @@
+Console.WriteLine("OnnxTune demo: coming up.");

@@ -1,0 +1,1 @@
+Console.WriteLine("onnxtune: coming up.");
