@@ -6,7 +6,7 @@ namespace OnnxTune.Autodiff.Artifacts;
 
 /// <summary>
 /// Describes one artifacts folder (<c>manifest.json</c>): the graphs, their inputs and outputs, which parameters
-/// train, the loss and the optimizer. Written by <see cref="ArtifactBuilder"/>, read by the training runtime.
+/// train, the loss and the optimizer. Written by <c>ArtifactBuilder</c>, read by the training runtime.
 /// </summary>
 public sealed record ArtifactManifest
 {
