@@ -1,0 +1,183 @@
+using Onnx;
+using OnnxTune.Autodiff.Gradients;
+using OnnxTune.Autodiff.Losses;
+using OnnxTune.Onnx.Graph;
+using DataType = Onnx.TensorProto.Types.DataType;
+
+namespace OnnxTune.Autodiff.Artifacts;
+
+/// <summary>The training and eval graphs made from one inference model.</summary>
+/// <param name="Training">Forward + loss + gradients (+ accumulation when asked).</param>
+/// <param name="Eval">Forward + loss, with the model outputs.</param>
+/// <param name="Inputs">The model's data inputs.</param>
+/// <param name="Outputs">The model's outputs.</param>
+/// <param name="Trainable">Trainable parameters (graph inputs of both graphs).</param>
+/// <param name="Frozen">Frozen parameters (initializers).</param>
+/// <param name="GradientOutputs">Training-graph output holding each trainable parameter's gradient.</param>
+/// <param name="UnusedParameters">Trainable parameters the loss does not depend on.</param>
+public sealed record TrainingGraphs(
+    ModelProto Training, ModelProto Eval,
+    IReadOnlyList<TensorSpec> Inputs, IReadOnlyList<TensorSpec> Outputs,
+    IReadOnlyList<TensorSpec> Trainable, IReadOnlyList<TensorSpec> Frozen,
+    IReadOnlyList<string> GradientOutputs, IReadOnlyList<string> UnusedParameters);
+
+/// <summary>Builds training and eval graphs (standard ONNX ops only, symbolic batch) from an inference model.</summary>
+public static class TrainingGraphBuilder
+{
+    /// <summary>Lowest default-domain opset accepted (axes-as-inputs forms and opset-13 Softmax semantics).</summary>
+    public const long MinimumOpset = 13;
+
+    /// <summary>Input that resets accumulated gradients on the next train step.</summary>
+    public const string LazyResetGradInput = "lazy_reset_grad";
+
+    /// <summary>Suffix of the accumulation buffer input of a parameter's gradient.</summary>
+    public const string AccumulationBufferSuffix = ".grad.accumulation.buffer";
+
+    /// <summary>Suffix of the accumulated gradient output of a parameter.</summary>
+    public const string AccumulationOutputSuffix = ".grad.accumulation.out";
+
+    /// <summary>Builds the graphs.</summary>
+    /// <param name="source">The inference model (not modified).</param>
+    /// <param name="selection">Which initializers train.</param>
+    /// <param name="loss">Loss settings; <see cref="LossSpec.OutputName"/> empty means the first output.</param>
+    /// <param name="gradientAccumulation">Emit the accumulation inputs/outputs of the artifacts contract; otherwise output plain gradients named <c>&lt;p&gt;_grad</c>.</param>
+    /// <param name="registry">Gradient rules (default registry when null).</param>
+    public static TrainingGraphs Build(ModelProto source, ParameterSelection selection, LossSpec loss, bool gradientAccumulation = true, GradientRuleRegistry? registry = null)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(selection);
+        ArgumentNullException.ThrowIfNull(loss);
+        var opset = CheckModel(source);
+        var (trainable, frozen) = selection.Resolve(source);
+
+        var dataInputs = DataInputs(source);
+        var outputs = source.Graph.Output.Select(Spec).ToList();
+        var lossOutput = string.IsNullOrEmpty(loss.OutputName) ? source.Graph.Output[0] : source.Graph.Output.FirstOrDefault(o => o.Name == loss.OutputName)
+            ?? throw new OnnxTuneException($"The loss output '{loss.OutputName}' is not an output of the model (outputs: {string.Join(", ", source.Graph.Output.Select(o => o.Name))}).");
+
+        ModelProto Make(bool withBackward, out IReadOnlyList<string> gradOutputs, out IReadOnlyList<string> unused)
+        {
+            var model = source.Clone();
+            var g = model.Graph;
+            var editor = new GraphEditor(g);
+            var trainableSet = trainable.ToHashSet(StringComparer.Ordinal);
+            var paramInfos = new List<ValueInfoProto>();
+            for (var i = g.Initializer.Count - 1; i >= 0; i--)
+            {
+                var t = g.Initializer[i];
+                if (!trainableSet.Contains(t.Name)) continue;
+                g.Initializer.RemoveAt(i);
+                var existing = g.Input.FirstOrDefault(v => v.Name == t.Name);
+                if (existing is not null) g.Input.Remove(existing);
+            }
+            foreach (var name in trainable)
+            {
+                var t = source.Graph.Initializer.First(x => x.Name == name);
+                var vi = ValueInfos.Tensor(name, (DataType)t.DataType, t.Dims.Select(d => (object?)d).ToArray());
+                g.Input.Add(vi);
+                paramInfos.Add(vi);
+            }
+            var modelOutputs = g.Output.ToList();
+            var lossName = LossBlocks.Append(editor, loss with { OutputName = lossOutput.Name }, lossOutput);
+            g.Output.Clear();
+            g.Output.Add(ValueInfos.Tensor(lossName, ValueInfos.ElemType(lossOutput) == DataType.Double ? DataType.Double : DataType.Float, []));
+            if (!withBackward)
+            {
+                g.Output.AddRange(modelOutputs);
+                gradOutputs = [];
+                unused = [];
+                return model;
+            }
+            var result = new BackwardGraphBuilder(registry).Build(editor, lossName, trainable, opset);
+            var names = new List<string>();
+            if (gradientAccumulation)
+            {
+                var reset = editor.Reserve(LazyResetGradInput);
+                g.Input.Add(ValueInfos.Tensor(reset, DataType.Bool, []));
+                for (var i = 0; i < trainable.Count; i++)
+                {
+                    var p = paramInfos[i];
+                    var buffer = editor.Reserve(trainable[i] + AccumulationBufferSuffix);
+                    g.Input.Add(ValueInfos.Tensor(buffer, ValueInfos.ElemType(p), DimsOf(p)));
+                    var sum = editor.Add("Add", [buffer, result.Gradients[i]], trainable[i] + "_grad_accumulated");
+                    var output = editor.Reserve(trainable[i] + AccumulationOutputSuffix);
+                    editor.AddNode("Where", [reset, result.Gradients[i], sum], [output]);
+                    g.Output.Add(ValueInfos.Tensor(output, ValueInfos.ElemType(p), DimsOf(p)));
+                    names.Add(output);
+                }
+            }
+            else
+            {
+                for (var i = 0; i < trainable.Count; i++)
+                {
+                    var p = paramInfos[i];
+                    var output = editor.Reserve(trainable[i] + "_grad");
+                    editor.AddNode("Identity", [result.Gradients[i]], [output]);
+                    g.Output.Add(ValueInfos.Tensor(output, ValueInfos.ElemType(p), DimsOf(p)));
+                    names.Add(output);
+                }
+            }
+            gradOutputs = names;
+            unused = result.UnusedParameters;
+            return model;
+        }
+
+        var training = Make(true, out var grads, out var unusedParams);
+        var eval = Make(false, out _, out _);
+        var trainSpecs = trainable.Select(n => InitializerSpec(source, n)).ToList();
+        var frozenSpecs = frozen.Select(n => InitializerSpec(source, n)).ToList();
+        return new TrainingGraphs(training, eval, dataInputs, outputs, trainSpecs, frozenSpecs, grads, unusedParams);
+    }
+
+    /// <summary>Checks opset and domains; returns the default-domain opset.</summary>
+    /// <exception cref="UnsupportedModelException">Opset below 13 or a node outside the default domain.</exception>
+    public static long CheckModel(ModelProto model)
+    {
+        var opset = model.OpsetImport.FirstOrDefault(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx")?.Version
+            ?? throw new UnsupportedModelException("The model imports no default-domain (ai.onnx) opset.");
+        if (opset < MinimumOpset)
+            throw new UnsupportedModelException(
+                $"The model uses opset {opset}; OnnxTune needs opset {MinimumOpset} or newer. Upgrade it first, e.g. in Python: " +
+                "onnx.save(onnx.version_converter.convert_version(onnx.load('model.onnx'), 17), 'model17.onnx'), or re-export with opset_version=17.");
+        var foreign = model.Graph.Node.FirstOrDefault(n => !string.IsNullOrEmpty(n.Domain) && n.Domain != "ai.onnx");
+        if (foreign is not null)
+            throw new UnsupportedModelException(
+                $"{foreign.Describe()} is in domain '{foreign.Domain}'; OnnxTune trains graphs of standard ONNX (default domain) operators only. Export the model without custom/contrib ops (e.g. without ORT-optimized fusions).");
+        return opset;
+    }
+
+    /// <summary>Graph inputs that are not initializers.</summary>
+    public static List<TensorSpec> DataInputs(ModelProto model)
+    {
+        var inits = model.Graph.Initializer.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        return model.Graph.Input.Where(i => !inits.Contains(i.Name)).Select(Spec).ToList();
+    }
+
+    /// <summary>A tensor spec from a value info.</summary>
+    public static TensorSpec Spec(ValueInfoProto v) =>
+        new(v.Name, ElementTypeName(ValueInfos.ElemType(v)),
+            v.Type?.TensorType?.Shape?.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue.ToString(System.Globalization.CultureInfo.InvariantCulture) : string.IsNullOrEmpty(d.DimParam) ? "?" : d.DimParam).ToList() ?? []);
+
+    private static TensorSpec InitializerSpec(ModelProto model, string name)
+    {
+        var t = model.Graph.Initializer.First(x => x.Name == name);
+        return new(name, ElementTypeName((DataType)t.DataType), t.Dims.Select(d => d.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToList());
+    }
+
+    /// <summary>Lower-case element type name (<c>float</c>, <c>int64</c>, ...).</summary>
+    public static string ElementTypeName(DataType t) => t switch
+    {
+        DataType.Float => "float",
+        DataType.Double => "double",
+        DataType.Int64 => "int64",
+        DataType.Int32 => "int32",
+        DataType.Bool => "bool",
+        DataType.Float16 => "float16",
+        DataType.Uint8 => "uint8",
+        DataType.Int8 => "int8",
+        _ => t.ToString().ToLowerInvariant(),
+    };
+
+    private static object?[] DimsOf(ValueInfoProto v) =>
+        v.Type.TensorType.Shape.Dim.Select(d => (object?)d.DimValue).ToArray();
+}
