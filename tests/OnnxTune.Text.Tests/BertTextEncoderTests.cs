@@ -135,6 +135,25 @@ public sealed class BertTextEncoderTests(MiniLmFixture fixture)
     }
 
     [Fact]
+    public void Vocabulary_without_special_tokens_is_a_typed_error()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "onnxtune-text-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var path = Path.Combine(dir, "vocab.txt");
+            File.WriteAllLines(path, ["[PAD]", "[UNK]", "hello", "world"]);
+            var ex = Assert.Throws<TokenizerVocabularyException>(() => BertTextEncoder.FromVocabulary(path));
+            Assert.Contains(path, ex.Message, StringComparison.Ordinal);
+            Assert.Contains("[SEP]", ex.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void Encoded_texts_batches_are_sorted_by_length_and_cover_everything()
     {
         var e = fixture.Encoder;

@@ -16,6 +16,18 @@ public sealed class MiniLmModelTests(MiniLmFixture fixture)
     }
 
     [Fact]
+    public void Package_stays_out_of_the_dependency_graph()
+    {
+        // PackageDownload, not PackageReference: neither the package nor its ML.NET / old ONNX Runtime dependencies resolve.
+        var deps = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "OnnxTune.Text.Tests.deps.json")));
+        var libraries = deps.RootElement.GetProperty("libraries").EnumerateObject().Select(p => p.Name).ToArray();
+        Assert.Contains("Microsoft.ML.Tokenizers/2.0.1", libraries);
+        Assert.DoesNotContain(libraries, l => l.StartsWith("SentenceTransformers", StringComparison.OrdinalIgnoreCase));
+        Assert.DoesNotContain(libraries, l => l.StartsWith("Microsoft.ML/", StringComparison.OrdinalIgnoreCase));
+        Assert.All(libraries.Where(l => l.StartsWith("Microsoft.ML.OnnxRuntime", StringComparison.Ordinal)), l => Assert.EndsWith("/1.31.1", l, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Extracted_files_are_an_onnx_model_and_a_bert_vocabulary()
     {
         var files = fixture.Files;
