@@ -7,6 +7,7 @@ using OnnxTune.Onnx.Models;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Training;
 using OnnxTune.Training.Schedules;
+using TrainingSession = OnnxTune.Training.TrainingSession;
 
 // OnnxTune demo: build an intent classifier for CLINC150 (150 intents), generate training artifacts made of standard
 // ONNX operators, fine-tune it with the plain ONNX Runtime, checkpoint, export, and serve the exported model.
