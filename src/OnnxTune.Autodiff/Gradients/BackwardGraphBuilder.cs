@@ -114,10 +114,10 @@ public sealed class BackwardGraphBuilder
             {
                 throw new OnnxTuneException($"The gradient rule for {node.Describe()} failed: {e.Message}", e);
             }
-            if (inputGrads.Count > node.Input.Count)
+            if (inputGrads.Skip(node.Input.Count).Any(g => g is not null))
                 throw new OnnxTuneException($"The gradient rule for {node.OpType} returned {inputGrads.Count} gradients for {node.Input.Count} inputs ({node.Describe()}).");
             var outRank = types.TryGetValue(node.Output[0], out var ot) ? ot.Rank : null;
-            for (var i = 0; i < inputGrads.Count; i++)
+            for (var i = 0; i < Math.Min(inputGrads.Count, node.Input.Count); i++)
             {
                 if (inputGrads[i] is not { } g || !required[i]) continue;
                 if (rule.Broadcasts) g = ctx.SumToShapeOf(g, node.Input[i], outRank);

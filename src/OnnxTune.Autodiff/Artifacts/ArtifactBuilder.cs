@@ -1,0 +1,105 @@
+using System.Security.Cryptography;
+using Onnx;
+using OnnxTune.Autodiff.Gradients;
+using OnnxTune.Onnx.ModelIO;
+
+namespace OnnxTune.Autodiff.Artifacts;
+
+/// <summary>Everything that decides what <see cref="ArtifactBuilder"/> generates.</summary>
+public sealed record ArtifactOptions
+{
+    /// <summary>Which parameters train.</summary>
+    public ParameterSelection Selection { get; init; } = new();
+
+    /// <summary>Loss settings.</summary>
+    public LossSpec Loss { get; init; } = new();
+
+    /// <summary>Optimizer settings.</summary>
+    public OptimizerSpec Optimizer { get; init; } = new();
+
+    /// <summary>Extra manifest properties (task head, label map, tokenizer...).</summary>
+    public IReadOnlyDictionary<string, string> Properties { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Gradient rules (default registry when null).</summary>
+    public GradientRuleRegistry? Registry { get; init; }
+}
+
+/// <summary>The generated graphs and manifest, before or after they are written.</summary>
+/// <param name="Manifest">The manifest.</param>
+/// <param name="Training">Training graph.</param>
+/// <param name="Eval">Eval graph.</param>
+/// <param name="Optimizer">Optimizer graph.</param>
+/// <param name="Inference">The source inference model.</param>
+public sealed record TrainingArtifacts(ArtifactManifest Manifest, ModelProto Training, ModelProto Eval, ModelProto Optimizer, ModelProto Inference);
+
+/// <summary>
+/// The .NET counterpart of onnxruntime-training's <c>generate_artifacts</c>: from an inference model, builds the
+/// training graph (forward + loss + gradients + accumulation), eval graph, optimizer graph and manifest, using only
+/// standard ONNX operators and keeping every batch/sequence dimension symbolic.
+/// </summary>
+public static class ArtifactBuilder
+{
+    /// <summary>Builds all graphs in memory.</summary>
+    /// <param name="model">The inference model (not modified).</param>
+    /// <param name="options">Selection, loss and optimizer.</param>
+    /// <param name="sourceSha256">Hash of the source file, recorded in the manifest (computed from the model bytes when null).</param>
+    /// <param name="optimizerGraph">Builds the optimizer graph for the trainable parameters (see OnnxTune.Autodiff.Optimizers).</param>
+    public static TrainingArtifacts Build(ModelProto model, ArtifactOptions options, Func<IReadOnlyList<TensorSpec>, OptimizerSpec, long, ModelProto> optimizerGraph, string? sourceSha256 = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(optimizerGraph);
+        var opset = TrainingGraphBuilder.CheckModel(model);
+        var graphs = TrainingGraphBuilder.Build(model, options.Selection, options.Loss, gradientAccumulation: true, options.Registry);
+        var optimizer = optimizerGraph(graphs.Trainable, options.Optimizer, opset);
+
+        var lossOutput = string.IsNullOrEmpty(options.Loss.OutputName) ? model.Graph.Output[0].Name : options.Loss.OutputName;
+        var loss = options.Loss with
+        {
+            OutputName = lossOutput,
+            LabelName = options.Loss.Kind == LossKind.None ? null : options.Loss.LabelName ?? "labels",
+            LabelElementType = options.Loss.Kind switch
+            {
+                LossKind.None => null,
+                LossKind.CrossEntropy => "int64",
+                _ => graphs.Outputs.First(o => o.Name == lossOutput).ElementType,
+            },
+        };
+        var manifest = new ArtifactManifest
+        {
+            Inputs = graphs.Inputs,
+            Outputs = graphs.Outputs,
+            TrainableParameters = graphs.Trainable,
+            FrozenParameters = graphs.Frozen,
+            Loss = loss,
+            Optimizer = options.Optimizer,
+            Opset = Math.Max(opset, MaxOpset(graphs.Training)),
+            SourceModelSha256 = sourceSha256 ?? Convert.ToHexStringLower(SHA256.HashData(OnnxModelWriter.ToBytes(model))),
+            Properties = options.Properties,
+        };
+        return new TrainingArtifacts(manifest, graphs.Training, graphs.Eval, optimizer, model);
+    }
+
+    /// <summary>Writes the artifacts into <paramref name="directory"/> (each file atomically, manifest last).</summary>
+    public static void Save(TrainingArtifacts artifacts, string directory)
+    {
+        ArgumentNullException.ThrowIfNull(artifacts);
+        Directory.CreateDirectory(directory);
+        var files = artifacts.Manifest.Files;
+        OnnxModelWriter.Save(artifacts.Training, Path.Combine(directory, files.TrainingModel));
+        OnnxModelWriter.Save(artifacts.Eval, Path.Combine(directory, files.EvalModel));
+        OnnxModelWriter.Save(artifacts.Optimizer, Path.Combine(directory, files.OptimizerModel));
+        OnnxModelWriter.Save(artifacts.Inference, Path.Combine(directory, files.InferenceModel));
+        artifacts.Manifest.Save(directory);
+    }
+
+    /// <summary>SHA-256 (lower-case hex) of a file.</summary>
+    public static string FileSha256(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+
+    private static long MaxOpset(ModelProto m) =>
+        m.OpsetImport.Where(o => string.IsNullOrEmpty(o.Domain)).Select(o => o.Version).DefaultIfEmpty(0).Max();
+}
