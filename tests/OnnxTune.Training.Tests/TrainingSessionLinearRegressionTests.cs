@@ -276,6 +276,25 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
     }
 
     [Fact]
+    public void Rebinding_inputs_before_each_run_gives_the_same_training()
+    {
+        var dir = Artifacts(new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = 0.05 });
+        float[] Run(bool rebind)
+        {
+            using var s = TrainingSession.Open(dir, new TrainingSessionOptions { RebindInputsEachRun = rebind });
+            var losses = new List<float>();
+            for (var i = 0; i < 5; i++)
+            {
+                losses.Add(s.TrainStep(Batch(i, 8)));
+                losses.Add(s.EvalStep(Batch(50, 4)).Loss);
+                s.OptimizerStep();
+            }
+            return [.. losses, .. s.GetParameter("W")];
+        }
+        Assert.Equal(Run(false), Run(true));
+    }
+
+    [Fact]
     public void Seed_makes_random_ops_repeatable()
     {
         var dir = _dir.Combine("dropout");
