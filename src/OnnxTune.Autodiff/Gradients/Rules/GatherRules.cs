@@ -13,7 +13,7 @@ internal static class GatherGradients
     public static string NormalizedIndices(GradientContext ctx, string data, string indices, long axis)
     {
         var idx = ctx.TypeOf(indices)?.ElementType == DataType.Int64 ? indices : ctx.Op("Cast", [indices], Attr.Int("to", (long)DataType.Int64));
-        var size = ctx.Op("Gather", [ctx.ShapeOf(data), ctx.Ints(axis)], Attr.Int("axis", 0));
+        var size = ctx.Op("Gather", [ctx.ShapeOf(data), ctx.ScalarInt64(axis)], Attr.Int("axis", 0)); // scalar: keeps the indices' rank
         var negative = ctx.Op("Less", idx, ctx.ScalarInt64(0));
         return ctx.Op("Where", negative, ctx.Op("Add", idx, size), idx);
     }
