@@ -1,0 +1,617 @@
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Autodiff.Optimizers;
+using OnnxTune.Onnx.Graph;
+using OnnxTune.Onnx.ModelIO;
+using OnnxTune.Training.Checkpoints;
+using OnnxTune.Training.SafeTensors;
+using OnnxTune.Training.Schedules;
+using DataType = Onnx.TensorProto.Types.DataType;
+
+namespace OnnxTune.Training;
+
+/// <summary>
+/// Trains over an artifacts folder with the plain ONNX Runtime <see cref="InferenceSession"/>: forward + backward
+/// with gradient accumulation (<see cref="TrainStep"/>), evaluation (<see cref="EvalStep"/>) and optimizer updates
+/// (<see cref="OptimizerStep"/>). Parameters, gradients and optimizer state live in <see cref="OrtValue"/>s for the
+/// session's lifetime and are bound once per buffer parity; each run reads one buffer and writes its twin.
+/// Not thread-safe: use one session from one thread at a time.
+/// </summary>
+public sealed class TrainingSession : IDisposable
+{
+    /// <summary>Training-graph input that, when true, discards the accumulated gradient.</summary>
+    public const string LazyResetGradInput = "lazy_reset_grad";
+
+    /// <summary>Suffix of the gradient accumulation buffer inputs of the training graph.</summary>
+    public const string GradBufferSuffix = ".grad.accumulation.buffer";
+
+    /// <summary>Suffix of the gradient accumulation outputs of the training graph.</summary>
+    public const string GradOutputSuffix = ".grad.accumulation.out";
+
+    private static readonly HashSet<string> RandomOps = ["Dropout", "RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Multinomial"];
+
+    private readonly string _directory;
+    private readonly SessionOptions _sessionOptions;
+    private readonly RunOptions _runOptions = new();
+    private readonly InferenceSession _train;
+    private readonly InferenceSession _eval;
+    private readonly InferenceSession _optimizer;
+    private readonly TensorStore _store;
+    private readonly OrtIoBinding?[,] _trainBindings = new OrtIoBinding?[2, 2];
+    private readonly OrtIoBinding?[,] _optimizerBindings = new OrtIoBinding?[2, 2];
+    private readonly OrtIoBinding?[] _evalBindings = new OrtIoBinding?[2];
+    private readonly OrtValue _loss;
+    private readonly TensorElementType _lossType;
+    private readonly OrtValue _lazyTrue;
+    private readonly OrtValue _lazyFalse;
+    private readonly float[] _lrBuffer = new float[1];
+    private readonly long[] _stepBuffer = new long[1];
+    private readonly OrtValue _lrValue;
+    private readonly OrtValue _stepValue;
+    private readonly BatchSchema _trainSchema;
+    private readonly BatchSchema _evalSchema;
+    private readonly IReadOnlyList<string> _stateSuffixes;
+    private int _paramParity;
+    private int _gradParity;
+    private bool _resetPending = true;
+    private double _learningRate;
+    private ILearningRateSchedule? _schedule;
+    private bool _disposed;
+
+    private TrainingSession(string directory, ArtifactManifest manifest, TrainingSessionOptions options)
+    {
+        _directory = directory;
+        Manifest = manifest;
+        _learningRate = manifest.Optimizer.LearningRate;
+        _stateSuffixes = OptimizerGraphBuilder.StateSuffixes(manifest.Optimizer);
+        var created = new List<IDisposable>();
+        try
+        {
+            _sessionOptions = CreateSessionOptions(options);
+            created.Add(_sessionOptions);
+            _train = CreateSession(manifest.Files.TrainingModel, options.Seed);
+            created.Add(_train);
+            _eval = CreateSession(manifest.Files.EvalModel, options.Seed);
+            created.Add(_eval);
+            _optimizer = CreateSession(manifest.Files.OptimizerModel, seed: null);
+            created.Add(_optimizer);
+
+            var parameters = manifest.TrainableParameters.Select(p => (p.Name, ToOrt(p), p.FixedDims)).ToList();
+            CheckArtifacts(parameters);
+            _store = new TensorStore(parameters, _stateSuffixes);
+            created.Add(_store);
+
+            var lossName = manifest.Loss.LossOutputName;
+            _lossType = _train.OutputMetadata[lossName].ElementDataType;
+            _loss = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _lossType, []);
+            created.Add(_loss);
+            _lazyTrue = OrtValue.CreateTensorValueFromMemory(new[] { true }, []);
+            created.Add(_lazyTrue);
+            _lazyFalse = OrtValue.CreateTensorValueFromMemory(new[] { false }, []);
+            created.Add(_lazyFalse);
+            _lrValue = OrtValue.CreateTensorValueFromMemory(_lrBuffer, []);
+            created.Add(_lrValue);
+            _stepValue = OrtValue.CreateTensorValueFromMemory(_stepBuffer, []);
+            created.Add(_stepValue);
+
+            _trainSchema = BatchSchema.Create(manifest, _train, "training");
+            _evalSchema = BatchSchema.Create(manifest, _eval, "eval");
+
+            var checkpoint = options.CheckpointDirectory ?? Path.Combine(directory, manifest.Files.Checkpoint);
+            if (options.CheckpointDirectory is not null || CheckpointStore.Exists(checkpoint))
+                LoadCheckpoint(checkpoint);
+            else
+                LoadInferenceModelWeights();
+        }
+        catch
+        {
+            for (var i = created.Count - 1; i >= 0; i--) created[i].Dispose();
+            _runOptions.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens a session over an artifacts folder.</summary>
+    /// <exception cref="OnnxTuneException">The folder, manifest, graphs or checkpoint are missing or inconsistent,
+    /// or the requested execution provider is unavailable (<see cref="ExecutionProviderUnavailableException"/>).</exception>
+    public static TrainingSession Open(string artifactsDirectory, TrainingSessionOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(artifactsDirectory);
+        var manifest = ArtifactManifest.Load(artifactsDirectory);
+        return new TrainingSession(artifactsDirectory, manifest, options ?? new TrainingSessionOptions());
+    }
+
+    /// <summary>The artifacts manifest.</summary>
+    public ArtifactManifest Manifest { get; }
+
+    /// <summary>Completed optimizer updates.</summary>
+    public long Step { get; private set; }
+
+    /// <summary>Train steps whose gradients are accumulated and not yet applied.</summary>
+    public int AccumulatedSteps { get; private set; }
+
+    /// <summary>Trainable parameter names, in manifest order.</summary>
+    public IReadOnlyList<string> ParameterNames => Manifest.TrainableParameters.Select(p => p.Name).ToArray();
+
+    /// <summary>Bytes held for parameters, gradients and optimizer state.</summary>
+    public long StateBytes => _store.TotalBytes;
+
+    /// <summary>
+    /// Learning rate of the next update. With a <see cref="Schedule"/> it is the schedule's value and cannot be set.
+    /// </summary>
+    public double LearningRate
+    {
+        get => _schedule?.LearningRateAt(Step) ?? _learningRate;
+        set
+        {
+            if (_schedule is not null)
+                throw new InvalidOperationException("A learning-rate schedule is attached; set Schedule to null before setting LearningRate.");
+            if (!double.IsFinite(value) || value < 0)
+                throw new ArgumentOutOfRangeException(nameof(value), value, "The learning rate must be finite and >= 0.");
+            _learningRate = value;
+        }
+    }
+
+    /// <summary>Learning-rate schedule evaluated at <see cref="Step"/> before each update (null: constant <see cref="LearningRate"/>).</summary>
+    public ILearningRateSchedule? Schedule
+    {
+        get => _schedule;
+        set => _schedule = value;
+    }
+
+    /// <summary>Forward + backward on one batch; adds the gradients to the accumulated ones. Returns the loss.</summary>
+    /// <exception cref="BatchValidationException">The batch does not fit the training graph.</exception>
+    public float TrainStep(TrainingBatch batch)
+    {
+        ThrowIfDisposed();
+        var binding = TrainBinding(_paramParity, _gradParity);
+        var inputs = _trainSchema.Wrap(batch);
+        try
+        {
+            foreach (var (name, value) in inputs) binding.BindInput(name, value);
+            binding.BindInput(LazyResetGradInput, _resetPending ? _lazyTrue : _lazyFalse);
+            _train.RunWithBinding(_runOptions, binding);
+        }
+        finally
+        {
+            foreach (var (_, value) in inputs) value.Dispose();
+        }
+        _gradParity ^= 1;
+        _resetPending = false;
+        AccumulatedSteps++;
+        return ReadScalar(_loss, _lossType);
+    }
+
+    /// <summary>Applies the accumulated gradients with the current learning rate and starts a new accumulation.</summary>
+    /// <exception cref="InvalidOperationException">No <see cref="TrainStep"/> ran since the last update.</exception>
+    public void OptimizerStep()
+    {
+        ThrowIfDisposed();
+        if (AccumulatedSteps == 0)
+            throw new InvalidOperationException("OptimizerStep needs gradients: call TrainStep at least once after the previous OptimizerStep.");
+        _lrBuffer[0] = (float)LearningRate;
+        _stepBuffer[0] = Step + 1;
+        var binding = OptimizerBinding(_paramParity, _gradParity);
+        binding.BindInput(OptimizerGraphBuilder.LearningRateInput, _lrValue);
+        binding.BindInput(OptimizerGraphBuilder.StepInput, _stepValue);
+        _optimizer.RunWithBinding(_runOptions, binding);
+        _paramParity ^= 1;
+        Step++;
+        _resetPending = true;
+        AccumulatedSteps = 0;
+    }
+
+    /// <summary>Forward + loss on one batch with the current parameters; returns the loss and model outputs.</summary>
+    /// <exception cref="BatchValidationException">The batch does not fit the eval graph.</exception>
+    public EvalResult EvalStep(TrainingBatch batch)
+    {
+        ThrowIfDisposed();
+        var binding = EvalBinding(_paramParity);
+        var inputs = _evalSchema.Wrap(batch);
+        try
+        {
+            foreach (var (name, value) in inputs) binding.BindInput(name, value);
+            _eval.RunWithBinding(_runOptions, binding);
+        }
+        finally
+        {
+            foreach (var (_, value) in inputs) value.Dispose();
+        }
+        using var outputs = binding.GetOutputValues();
+        var names = _eval.OutputNames;
+        float loss = float.NaN;
+        var result = new Dictionary<string, EvalOutput>(StringComparer.Ordinal);
+        for (var i = 0; i < names.Count; i++)
+        {
+            var info = outputs[i].GetTensorTypeAndShape();
+            if (names[i] == Manifest.Loss.LossOutputName)
+                loss = ReadScalar(outputs[i], info.ElementDataType);
+            else
+                result[names[i]] = new EvalOutput(info.ElementDataType, info.Shape, CopyOut(outputs[i], info.ElementDataType));
+        }
+        return new EvalResult(loss, result);
+    }
+
+    /// <summary>A float32 copy of a trainable parameter's current value.</summary>
+    /// <exception cref="OnnxTuneException">No trainable parameter has that name.</exception>
+    public float[] GetParameter(string name)
+    {
+        ThrowIfDisposed();
+        var slot = Slot(name);
+        return TensorStore.ReadFloats(slot.Values[_paramParity], slot.Type);
+    }
+
+    /// <summary>Overwrites a trainable parameter (e.g. to start from weights initialised elsewhere).</summary>
+    /// <exception cref="OnnxTuneException">No trainable parameter has that name, or the length differs.</exception>
+    public void SetParameter(string name, ReadOnlySpan<float> values)
+    {
+        ThrowIfDisposed();
+        var slot = Slot(name);
+        if (values.Length != slot.ElementCount)
+            throw new OnnxTuneException($"Parameter '{name}' has {slot.ElementCount} elements; {values.Length} values were given.");
+        TensorStore.WriteFloats(slot.Values[_paramParity], slot.Type, values);
+    }
+
+    /// <summary>A float32 copy of an optimizer state tensor (<c>&lt;p&gt;.exp_avg</c>, <c>&lt;p&gt;.momentum_buffer</c>...).</summary>
+    /// <exception cref="OnnxTuneException">No state tensor has that name.</exception>
+    public float[] GetOptimizerState(string name)
+    {
+        ThrowIfDisposed();
+        foreach (var slot in _store.Slots)
+            foreach (var state in slot.States)
+                if (state.Name == name) return TensorStore.ReadFloats(state.Values[_paramParity], slot.Type);
+        throw new OnnxTuneException($"'{name}' is not an optimizer state tensor of these artifacts (states use the suffixes {string.Join(", ", _stateSuffixes)}).");
+    }
+
+    /// <summary>
+    /// Writes parameters, optimizer state, step, learning rate, schedule and <paramref name="userProperties"/> to
+    /// <paramref name="directory"/> (atomically per file). Gradients accumulated but not applied are not saved.
+    /// </summary>
+    public void SaveCheckpoint(string directory, IReadOnlyDictionary<string, string>? userProperties = null)
+    {
+        ThrowIfDisposed();
+        var tensors = new List<SafeTensor>();
+        var parameters = new List<CheckpointTensor>();
+        var states = new List<CheckpointTensor>();
+        foreach (var slot in _store.Slots)
+        {
+            tensors.Add(new SafeTensor(slot.Name, ToSafe(slot.Type), slot.Shape, TensorStore.ReadBytes(slot.Values[_paramParity])));
+            parameters.Add(new CheckpointTensor(slot.Name, TypeName(slot.Type), slot.Shape));
+            foreach (var state in slot.States)
+            {
+                tensors.Add(new SafeTensor(state.Name, ToSafe(slot.Type), slot.Shape, TensorStore.ReadBytes(state.Values[_paramParity])));
+                states.Add(new CheckpointTensor(state.Name, TypeName(slot.Type), slot.Shape));
+            }
+        }
+        var metadata = new CheckpointMetadata
+        {
+            Step = Step,
+            LearningRate = _learningRate,
+            Schedule = _schedule?.State,
+            Optimizer = Manifest.Optimizer,
+            Parameters = parameters,
+            OptimizerStates = states,
+            UserProperties = userProperties is null ? new Dictionary<string, string>() : new Dictionary<string, string>(userProperties),
+        };
+        CheckpointStore.Save(directory, metadata, tensors);
+    }
+
+    /// <summary>
+    /// Restores parameters, optimizer state, step, learning rate and schedule from a checkpoint; pending
+    /// accumulated gradients are discarded. Returns the checkpoint's user properties.
+    /// </summary>
+    /// <exception cref="CheckpointMismatchException">The checkpoint does not fit these artifacts (names the first mismatch).</exception>
+    /// <exception cref="CheckpointFormatException">The checkpoint files are missing or corrupt.</exception>
+    public IReadOnlyDictionary<string, string> LoadCheckpoint(string directory)
+    {
+        ThrowIfDisposed();
+        var (meta, tensors) = CheckpointStore.Load(directory);
+        CheckCheckpoint(directory, meta, tensors);
+        var schedule = meta.Schedule is null ? null : LearningRateSchedules.FromState(meta.Schedule);
+        foreach (var slot in _store.Slots)
+        {
+            TensorStore.WriteBytes(slot.Values[_paramParity], tensors.Get(slot.Name).Data);
+            foreach (var state in slot.States)
+                TensorStore.WriteBytes(state.Values[_paramParity], tensors.Get(state.Name).Data);
+        }
+        Step = meta.Step;
+        _learningRate = meta.LearningRate;
+        _schedule = schedule;
+        _resetPending = true;
+        AccumulatedSteps = 0;
+        return meta.UserProperties;
+    }
+
+    /// <summary>
+    /// Writes <c>inference_model.onnx</c> with the trained values under the same initializer names, atomically, to
+    /// <paramref name="path"/>; it loads in a plain <see cref="InferenceSession"/>.
+    /// </summary>
+    public void ExportInferenceModel(string path)
+    {
+        ThrowIfDisposed();
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var source = Path.Combine(_directory, Manifest.Files.InferenceModel);
+        var model = OnnxModelReader.Load(source);
+        var initializers = model.Graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        foreach (var slot in _store.Slots)
+        {
+            if (!initializers.TryGetValue(slot.Name, out var t))
+                throw new InvalidArtifactsException($"{source} has no initializer '{slot.Name}' for the trainable parameter of that name.");
+            if (!t.Dims.SequenceEqual(slot.Shape))
+                throw new InvalidArtifactsException($"{source}: initializer '{slot.Name}' has shape [{string.Join(",", t.Dims)}] but the trained parameter has [{string.Join(",", slot.Shape)}].");
+            t.FloatData.Clear();
+            t.DoubleData.Clear();
+            t.ExternalData.Clear();
+            t.DataLocation = global::Onnx.TensorProto.Types.DataLocation.Default;
+            t.DataType = (int)(slot.Type == TensorElementType.Double ? DataType.Double : DataType.Float);
+            t.RawData = ByteString.CopyFrom(TensorStore.ReadBytes(slot.Values[_paramParity]));
+        }
+        OnnxModelWriter.Save(model, path);
+    }
+
+    /// <summary>Releases the sessions, bindings and every tensor.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var b in _trainBindings) b?.Dispose();
+        foreach (var b in _optimizerBindings) b?.Dispose();
+        foreach (var b in _evalBindings) b?.Dispose();
+        _train.Dispose();
+        _eval.Dispose();
+        _optimizer.Dispose();
+        _store.Dispose();
+        _loss.Dispose();
+        _lazyTrue.Dispose();
+        _lazyFalse.Dispose();
+        _lrValue.Dispose();
+        _stepValue.Dispose();
+        _runOptions.Dispose();
+        _sessionOptions.Dispose();
+    }
+
+    private OrtIoBinding TrainBinding(int pp, int gp)
+    {
+        if (_trainBindings[pp, gp] is { } existing) return existing;
+        var b = _train.CreateIoBinding();
+        foreach (var slot in _store.Slots)
+        {
+            b.BindInput(slot.Name, slot.Values[pp]);
+            b.BindInput(slot.Name + GradBufferSuffix, slot.Gradients[gp]);
+            b.BindOutput(slot.Name + GradOutputSuffix, slot.Gradients[1 - gp]);
+        }
+        b.BindOutput(Manifest.Loss.LossOutputName, _loss);
+        return _trainBindings[pp, gp] = b;
+    }
+
+    private OrtIoBinding OptimizerBinding(int pp, int gp)
+    {
+        if (_optimizerBindings[pp, gp] is { } existing) return existing;
+        var b = _optimizer.CreateIoBinding();
+        foreach (var slot in _store.Slots)
+        {
+            b.BindInput(slot.Name, slot.Values[pp]);
+            b.BindInput(slot.Name + OptimizerGraphBuilder.GradientSuffix, slot.Gradients[gp]);
+            b.BindOutput(slot.Name + OptimizerGraphBuilder.OutputSuffix, slot.Values[1 - pp]);
+            foreach (var state in slot.States)
+            {
+                b.BindInput(state.Name, state.Values[pp]);
+                b.BindOutput(state.Name + OptimizerGraphBuilder.OutputSuffix, state.Values[1 - pp]);
+            }
+        }
+        return _optimizerBindings[pp, gp] = b;
+    }
+
+    private OrtIoBinding EvalBinding(int pp)
+    {
+        if (_evalBindings[pp] is { } existing) return existing;
+        var b = _eval.CreateIoBinding();
+        foreach (var slot in _store.Slots)
+            b.BindInput(slot.Name, slot.Values[pp]);
+        foreach (var name in _eval.OutputNames)
+            b.BindOutputToDevice(name, OrtMemoryInfo.DefaultInstance);
+        return _evalBindings[pp] = b;
+    }
+
+    private SessionOptions CreateSessionOptions(TrainingSessionOptions options)
+    {
+        var so = new SessionOptions();
+        try
+        {
+            if (options.IntraOpThreads > 0) so.IntraOpNumThreads = options.IntraOpThreads;
+            if (options.InterOpThreads > 0)
+            {
+                so.InterOpNumThreads = options.InterOpThreads;
+                so.ExecutionMode = ExecutionMode.ORT_PARALLEL;
+            }
+            if (options.Device == ExecutionDevice.Cuda)
+            {
+                var available = OrtEnv.Instance().GetAvailableProviders();
+                if (!available.Contains("CUDAExecutionProvider"))
+                    throw new ExecutionProviderUnavailableException(
+                        $"The CUDA execution provider is not in the loaded ONNX Runtime (available: {string.Join(", ", available)}). Reference Microsoft.ML.OnnxRuntime.Gpu instead of Microsoft.ML.OnnxRuntime, or use ExecutionDevice.Cpu.");
+                try { so.AppendExecutionProvider_CUDA(options.CudaDeviceId); }
+                catch (OnnxRuntimeException e)
+                {
+                    throw new ExecutionProviderUnavailableException($"CUDA device {options.CudaDeviceId} could not be used: {e.Message}", e);
+                }
+            }
+            return so;
+        }
+        catch
+        {
+            so.Dispose();
+            throw;
+        }
+    }
+
+    private InferenceSession CreateSession(string fileName, int? seed)
+    {
+        var path = Path.Combine(_directory, fileName);
+        if (!File.Exists(path))
+            throw new InvalidArtifactsException($"Artifacts folder '{_directory}' lacks {fileName}.");
+        try
+        {
+            if (seed is null) return new InferenceSession(path, _sessionOptions);
+            var model = OnnxModelReader.Load(path);
+            var index = 0;
+            foreach (var node in model.Graph.Node)
+            {
+                if (!RandomOps.Contains(node.OpType) || !string.IsNullOrEmpty(node.Domain)) continue;
+                var value = seed.Value + index++;
+                var existing = node.Find("seed");
+                if (existing is not null) node.Attribute.Remove(existing);
+                node.Attribute.Add(node.OpType == "Dropout" ? Attr.Int("seed", value) : Attr.Float("seed", value));
+            }
+            return new InferenceSession(OnnxModelWriter.ToBytes(model), _sessionOptions);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new InvalidArtifactsException($"ONNX Runtime cannot load {path}: {e.Message}", e);
+        }
+    }
+
+    private void CheckArtifacts(IReadOnlyList<(string Name, TensorElementType Type, long[] Shape)> parameters)
+    {
+        var m = Manifest;
+        var trainFile = m.Files.TrainingModel;
+        var needed = new List<string>();
+        foreach (var p in parameters)
+        {
+            RequireInput(_train, trainFile, p.Name, p.Type, p.Shape);
+            RequireInput(_train, trainFile, p.Name + GradBufferSuffix, p.Type, p.Shape);
+            RequireOutput(_train, trainFile, p.Name + GradOutputSuffix);
+            RequireInput(_eval, m.Files.EvalModel, p.Name, p.Type, p.Shape);
+            RequireInput(_optimizer, m.Files.OptimizerModel, p.Name, p.Type, p.Shape);
+            RequireInput(_optimizer, m.Files.OptimizerModel, p.Name + OptimizerGraphBuilder.GradientSuffix, p.Type, p.Shape);
+            RequireOutput(_optimizer, m.Files.OptimizerModel, p.Name + OptimizerGraphBuilder.OutputSuffix);
+            foreach (var s in _stateSuffixes)
+            {
+                RequireInput(_optimizer, m.Files.OptimizerModel, p.Name + s, p.Type, p.Shape);
+                RequireOutput(_optimizer, m.Files.OptimizerModel, p.Name + s + OptimizerGraphBuilder.OutputSuffix);
+            }
+        }
+        RequireInput(_train, trainFile, LazyResetGradInput, TensorElementType.Bool, []);
+        RequireInput(_optimizer, m.Files.OptimizerModel, OptimizerGraphBuilder.LearningRateInput, TensorElementType.Float, []);
+        RequireInput(_optimizer, m.Files.OptimizerModel, OptimizerGraphBuilder.StepInput, TensorElementType.Int64, []);
+        RequireOutput(_train, trainFile, m.Loss.LossOutputName);
+        RequireOutput(_eval, m.Files.EvalModel, m.Loss.LossOutputName);
+
+        var known = new HashSet<string>(m.Inputs.Select(i => i.Name), StringComparer.Ordinal) { LazyResetGradInput };
+        if (m.Loss.Kind != LossKind.None && m.Loss.LabelName is { } label) known.Add(label);
+        foreach (var p in parameters) { known.Add(p.Name); known.Add(p.Name + GradBufferSuffix); }
+        foreach (var name in _train.InputNames)
+            if (!known.Contains(name))
+                throw new InvalidArtifactsException($"{trainFile} has input '{name}', which the manifest neither lists as a data input, the label, nor a trainable parameter.");
+        foreach (var name in _eval.InputNames)
+            if (!known.Contains(name))
+                throw new InvalidArtifactsException($"{m.Files.EvalModel} has input '{name}', which the manifest neither lists as a data input, the label, nor a trainable parameter.");
+    }
+
+    private static void RequireInput(InferenceSession s, string file, string name, TensorElementType type, long[] shape)
+    {
+        if (!s.InputMetadata.TryGetValue(name, out var meta))
+            throw new InvalidArtifactsException($"{file} has no input '{name}'.");
+        if (meta.ElementDataType != type)
+            throw new InvalidArtifactsException($"{file}: input '{name}' is {meta.ElementDataType}, expected {type}.");
+        if (meta.Dimensions.Length != shape.Length || meta.Dimensions.Where((d, i) => d >= 0 && d != shape[i]).Any())
+            throw new InvalidArtifactsException($"{file}: input '{name}' has shape [{string.Join(",", meta.Dimensions)}], expected [{string.Join(",", shape)}].");
+    }
+
+    private static void RequireOutput(InferenceSession s, string file, string name)
+    {
+        if (!s.OutputMetadata.ContainsKey(name))
+            throw new InvalidArtifactsException($"{file} has no output '{name}'.");
+    }
+
+    private void CheckCheckpoint(string directory, CheckpointMetadata meta, SafeTensorsFile tensors)
+    {
+        var expected = Manifest.Optimizer;
+        if (meta.Optimizer.Kind != expected.Kind)
+            throw new CheckpointMismatchException($"Checkpoint '{directory}' holds {meta.Optimizer.Kind} optimizer state, but the artifacts use {expected.Kind}.");
+        var suffixes = OptimizerGraphBuilder.StateSuffixes(meta.Optimizer);
+        if (!suffixes.SequenceEqual(_stateSuffixes))
+            throw new CheckpointMismatchException($"Checkpoint '{directory}' holds optimizer states [{string.Join(", ", suffixes)}], but the artifacts' {expected.Kind} optimizer keeps [{string.Join(", ", _stateSuffixes)}] (momentum {meta.Optimizer.Momentum} vs {expected.Momentum}).");
+        var byName = meta.Parameters.ToDictionary(p => p.Name, StringComparer.Ordinal);
+        foreach (var slot in _store.Slots)
+        {
+            if (!byName.TryGetValue(slot.Name, out var p))
+                throw new CheckpointMismatchException($"Checkpoint '{directory}' lacks trainable parameter '{slot.Name}'.");
+            CheckTensor(directory, "parameter", slot, p, tensors);
+        }
+        foreach (var p in meta.Parameters)
+            if (!_store.ByName.ContainsKey(p.Name))
+                throw new CheckpointMismatchException($"Checkpoint '{directory}' has parameter '{p.Name}', which these artifacts do not train.");
+        var statesByName = meta.OptimizerStates.ToDictionary(p => p.Name, StringComparer.Ordinal);
+        foreach (var slot in _store.Slots)
+            foreach (var state in slot.States)
+            {
+                if (!statesByName.TryGetValue(state.Name, out var s))
+                    throw new CheckpointMismatchException($"Checkpoint '{directory}' lacks optimizer state '{state.Name}'.");
+                CheckTensor(directory, "optimizer state", slot, s with { Name = state.Name }, tensors);
+            }
+    }
+
+    private static void CheckTensor(string directory, string what, ParameterSlot slot, CheckpointTensor t, SafeTensorsFile tensors)
+    {
+        if (!t.Shape.SequenceEqual(slot.Shape))
+            throw new CheckpointMismatchException($"Checkpoint '{directory}': {what} '{t.Name}' has shape [{string.Join(",", t.Shape)}], but the artifacts expect [{string.Join(",", slot.Shape)}].");
+        var st = tensors.Get(t.Name);
+        if (st.DType != ToSafe(slot.Type))
+            throw new CheckpointMismatchException($"Checkpoint '{directory}': {what} '{t.Name}' is {st.DType}, but the artifacts expect {ToSafe(slot.Type)}.");
+    }
+
+    private void LoadInferenceModelWeights()
+    {
+        var path = Path.Combine(_directory, Manifest.Files.InferenceModel);
+        var model = OnnxModelReader.Load(path);
+        var initializers = model.Graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        foreach (var slot in _store.Slots)
+        {
+            if (!initializers.TryGetValue(slot.Name, out var t))
+                throw new InvalidArtifactsException($"{path} has no initializer '{slot.Name}' to initialise the trainable parameter of that name.");
+            var values = Onnx.Tensors.TensorProtos.ToFloatArray(t);
+            if (values.Length != slot.ElementCount)
+                throw new InvalidArtifactsException($"{path}: initializer '{slot.Name}' has {values.Length} values, the parameter needs {slot.ElementCount}.");
+            if (slot.Type == TensorElementType.Double)
+                TensorStore.WriteBytes(slot.Values[_paramParity], System.Runtime.InteropServices.MemoryMarshal.AsBytes(Onnx.Tensors.TensorProtos.ToDoubleArray(t).AsSpan()));
+            else
+                TensorStore.WriteFloats(slot.Values[_paramParity], slot.Type, values);
+        }
+    }
+
+    private ParameterSlot Slot(string name) => _store.ByName.TryGetValue(name, out var s) ? s
+        : throw new OnnxTuneException($"'{name}' is not a trainable parameter of these artifacts (trainable: {string.Join(", ", _store.Slots.Take(10).Select(x => x.Name))}{(_store.Slots.Count > 10 ? ", ..." : "")}).");
+
+    private static TensorElementType ToOrt(TensorSpec p) => OnnxElementTypes.Parse(p.ElementType, p.Name) switch
+    {
+        DataType.Float => TensorElementType.Float,
+        DataType.Double => TensorElementType.Double,
+        var t => throw new InvalidArtifactsException($"Trainable parameter '{p.Name}' has element type {t}; only float and double parameters train."),
+    };
+
+    private static SafeTensorDType ToSafe(TensorElementType t) => t == TensorElementType.Double ? SafeTensorDType.F64 : SafeTensorDType.F32;
+
+    private static string TypeName(TensorElementType t) => t == TensorElementType.Double ? "double" : "float";
+
+    private static float ReadScalar(OrtValue v, TensorElementType type) => type switch
+    {
+        TensorElementType.Float => v.GetTensorDataAsSpan<float>()[0],
+        TensorElementType.Double => (float)v.GetTensorDataAsSpan<double>()[0],
+        _ => throw new InvalidArtifactsException($"The loss output has element type {type}; float or double was expected."),
+    };
+
+    private static Array CopyOut(OrtValue v, TensorElementType type) => type switch
+    {
+        TensorElementType.Float => v.GetTensorDataAsSpan<float>().ToArray(),
+        TensorElementType.Double => v.GetTensorDataAsSpan<double>().ToArray(),
+        TensorElementType.Int64 => v.GetTensorDataAsSpan<long>().ToArray(),
+        TensorElementType.Int32 => v.GetTensorDataAsSpan<int>().ToArray(),
+        TensorElementType.Bool => v.GetTensorDataAsSpan<bool>().ToArray(),
+        _ => throw new InvalidArtifactsException($"An eval output has element type {type}, which OnnxTune does not copy out."),
+    };
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+}

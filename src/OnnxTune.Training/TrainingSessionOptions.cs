@@ -1,0 +1,66 @@
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace OnnxTune.Training;
+
+/// <summary>Where the training graphs run.</summary>
+public enum ExecutionDevice
+{
+    /// <summary>ONNX Runtime's CPU execution provider.</summary>
+    Cpu,
+    /// <summary>The CUDA execution provider (needs the Microsoft.ML.OnnxRuntime.Gpu native package and a GPU).</summary>
+    Cuda,
+}
+
+/// <summary>Options for <see cref="TrainingSession.Open"/>.</summary>
+public sealed class TrainingSessionOptions
+{
+    /// <summary>Gets or sets the threads used inside one operator.</summary>
+    /// <value>The default value is 0 (ONNX Runtime chooses).</value>
+    public int IntraOpThreads { get; set; }
+
+    /// <summary>Gets or sets the threads used across independent operators.</summary>
+    /// <value>The default value is 0 (ONNX Runtime chooses).</value>
+    public int InterOpThreads { get; set; }
+
+    /// <summary>Gets or sets the execution provider.</summary>
+    /// <value>The default value is <see cref="ExecutionDevice.Cpu"/>.</value>
+    public ExecutionDevice Device { get; set; } = ExecutionDevice.Cpu;
+
+    /// <summary>Gets or sets the CUDA device ordinal (with <see cref="ExecutionDevice.Cuda"/>).</summary>
+    /// <value>The default value is 0.</value>
+    public int CudaDeviceId { get; set; }
+
+    /// <summary>
+    /// Gets or sets a checkpoint folder to start from. When null, the artifacts' own <c>checkpoint/</c> is used if
+    /// present, otherwise the initializer values of <c>inference_model.onnx</c>.
+    /// </summary>
+    /// <value>The default value is null.</value>
+    public string? CheckpointDirectory { get; set; }
+
+    /// <summary>
+    /// Gets or sets a seed for the random operators of the training and eval graphs (Dropout, RandomUniform,
+    /// RandomNormal, Bernoulli, Multinomial): each gets <c>seed + node index</c>, so runs are repeatable.
+    /// </summary>
+    /// <value>The default value is null (ONNX Runtime's own random seeding).</value>
+    public int? Seed { get; set; }
+}
+
+/// <summary>Result of <see cref="TrainingSession.EvalStep"/>.</summary>
+/// <param name="Loss">The batch loss.</param>
+/// <param name="Outputs">The model outputs by name, copied out of ONNX Runtime.</param>
+public sealed record EvalResult(float Loss, IReadOnlyDictionary<string, EvalOutput> Outputs);
+
+/// <summary>One model output of an eval run.</summary>
+/// <param name="ElementType">Element type.</param>
+/// <param name="Shape">Shape.</param>
+/// <param name="Data">A <c>float[]</c>, <c>double[]</c>, <c>long[]</c>, <c>int[]</c> or <c>bool[]</c> copy.</param>
+public sealed record EvalOutput(TensorElementType ElementType, long[] Shape, Array Data)
+{
+    /// <summary>The data as float32 (for float or double outputs).</summary>
+    public float[] AsFloats() => Data switch
+    {
+        float[] f => f,
+        double[] d => Array.ConvertAll(d, x => (float)x),
+        _ => throw new InvalidOperationException($"The output holds {ElementType} values, not floating point."),
+    };
+}
