@@ -213,6 +213,9 @@ public sealed class TrainingSession : IDisposable
         try
         {
             foreach (var (name, value) in inputs) binding.BindInput(name, value);
+            // Outputs allocated by the previous run keep its batch size: let ORT allocate fresh ones each time.
+            binding.ClearBoundOutputs();
+            foreach (var name in _eval.OutputNames) binding.BindOutputToDevice(name, OrtMemoryInfo.DefaultInstance);
             _eval.RunWithBinding(_runOptions, binding);
         }
         finally
