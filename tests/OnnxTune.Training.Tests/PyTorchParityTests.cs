@@ -17,6 +17,11 @@ public sealed class PyTorchParityTests
     [InlineData("c_mlp_ce_adamw_frozen_fc1")]
     [InlineData("e_mlp_bce_adamw_clip")]
     [InlineData("h_mlp_l1_sgd_momentum")]
+    [InlineData("c2_mlp_ce_sgd_frozen_fc2")]
+    [InlineData("d_mlp_mse_sgd")]
+    [InlineData("i_mlp_ce_ignore_index_adamw")]
+    [InlineData("f2_attention_relu_ce_adamw")]
+    [InlineData("g_helper_gemm_ce_sgd")]
     public void Training_reaches_pytorch_weights_and_optimizer_state(string caseName)
     {
         var folder = Path.Combine(Fixtures.Root, "parity", caseName);

@@ -276,6 +276,41 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
     }
 
     [Fact]
+    public void Rebinding_inputs_before_each_run_gives_the_same_training()
+    {
+        var dir = Artifacts(new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = 0.05 });
+        float[] Run(bool rebind)
+        {
+            using var s = TrainingSession.Open(dir, new TrainingSessionOptions { RebindInputsEachRun = rebind });
+            var losses = new List<float>();
+            for (var i = 0; i < 5; i++)
+            {
+                losses.Add(s.TrainStep(Batch(i, 8)));
+                losses.Add(s.EvalStep(Batch(50, 4)).Loss);
+                s.OptimizerStep();
+            }
+            return [.. losses, .. s.GetParameter("W")];
+        }
+        Assert.Equal(Run(false), Run(true));
+    }
+
+    [Fact]
+    public void Seed_makes_random_ops_repeatable()
+    {
+        var dir = _dir.Combine("dropout");
+        Create(dir, PlainSgd, trainingDropout: true);
+        float[] Losses(int? seed)
+        {
+            using var s = TrainingSession.Open(dir, new TrainingSessionOptions { Seed = seed });
+            return Enumerable.Range(0, 4).Select(_ => s.TrainStep(Batch(1, 16))).ToArray();
+        }
+        var a = Losses(5);
+        Assert.Equal(a, Losses(5));
+        Assert.NotEqual(a, Losses(6));
+        Assert.True(a.Distinct().Count() > 1, "the dropout mask should change from step to step");
+    }
+
+    [Fact]
     public void Artifacts_missing_a_graph_or_manifest_are_refused()
     {
         Assert.ThrowsAny<OnnxTuneException>(() => TrainingSession.Open(_dir.Combine("empty")));

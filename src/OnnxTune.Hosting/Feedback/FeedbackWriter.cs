@@ -1,0 +1,170 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Hosting.Diagnostics;
+
+namespace OnnxTune.Hosting.Internal;
+
+/// <summary>Held-out membership from the record id alone, so it never changes and needs no stored random state.</summary>
+internal static class HeldOutAssignment
+{
+    public static bool IsHeldOut(string recordId, double share)
+    {
+        if (share <= 0) return false;
+        Span<byte> hash = stackalloc byte[32];
+        SHA256.HashData(Encoding.UTF8.GetBytes(recordId), hash);
+        var u = BinaryPrimitives.ReadUInt64LittleEndian(hash);
+        return u / 18446744073709551616.0 < share;
+    }
+}
+
+/// <summary>What a valid feedback record looks like for one model: inputs from the manifest, labels from options or manifest.</summary>
+internal sealed class FeedbackSchema
+{
+    public FeedbackSchema(ArtifactManifest manifest, OnDeviceFineTuningOptions options)
+    {
+        Inputs = manifest.Inputs;
+        MaxTextLength = options.MaxTextLength;
+        if (options.Labels is { Count: > 0 } labels) Labels = [.. labels];
+        else if (manifest.Properties.TryGetValue("labels", out var json))
+        {
+            try { Labels = JsonSerializer.Deserialize<string[]>(json); }
+            catch (JsonException e) { throw new OnnxTuneException($"Manifest property 'labels' is not a JSON array of strings: {e.Message}", e); }
+        }
+        var scored = manifest.Outputs.FirstOrDefault(o => o.Name == manifest.Loss.OutputName) ?? (manifest.Outputs.Count > 0 ? manifest.Outputs[0] : null);
+        if (Labels is not null) ClassCount = Labels.Count;
+        else if (scored?.FixedDims is { Length: > 0 } dims && dims[^1] > 0)
+            ClassCount = dims[^1];
+        _labelIndex = Labels?.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => (long)p.i, StringComparer.Ordinal);
+    }
+
+    private readonly Dictionary<string, long>? _labelIndex;
+
+    public IReadOnlyList<TensorSpec> Inputs { get; }
+    public IReadOnlyList<string>? Labels { get; }
+    public long? ClassCount { get; }
+    public int MaxTextLength { get; }
+
+    public (long Index, string? Name) ResolveLabel(FeedbackLabel label)
+    {
+        if (label.Name is { } name)
+        {
+            if (_labelIndex is null)
+                throw new FeedbackValidationException(FeedbackErrorKind.UnknownLabel, "Label",
+                    $"Label '{name}' was given by name, but the model has no label list (set OnDeviceFineTuning Labels or the manifest property 'labels').");
+            if (!_labelIndex.TryGetValue(name, out var i))
+                throw new FeedbackValidationException(FeedbackErrorKind.UnknownLabel, "Label", $"Label '{name}' is not one of the model's {_labelIndex.Count} labels.");
+            return (i, name);
+        }
+        var index = label.Index ?? throw new FeedbackValidationException(FeedbackErrorKind.UnknownLabel, "Label", "The label is empty.");
+        if (index < 0 || (ClassCount is { } n && index >= n))
+            throw new FeedbackValidationException(FeedbackErrorKind.UnknownLabel, "Label",
+                $"Label index {index} is out of range{(ClassCount is { } c ? $" [0, {c})" : " (must be >= 0)")}.");
+        return (index, Labels?[(int)index]);
+    }
+
+    public void ValidateInput(string? text, IReadOnlyDictionary<string, TensorData>? tensors)
+    {
+        if ((text is null) == (tensors is null))
+            throw new FeedbackValidationException(FeedbackErrorKind.MissingInput, "Text",
+                "Feedback needs exactly one input: Text or Tensors.");
+        if (text is not null)
+        {
+            if (string.IsNullOrWhiteSpace(text))
+                throw new FeedbackValidationException(FeedbackErrorKind.EmptyText, "Text", "Feedback text is empty.");
+            if (text.Length > MaxTextLength)
+                throw new FeedbackValidationException(FeedbackErrorKind.TextTooLong, "Text",
+                    $"Feedback text has {text.Length} characters; the limit (MaxTextLength) is {MaxTextLength}.");
+            return;
+        }
+        foreach (var name in tensors!.Keys)
+            if (!Inputs.Any(i => i.Name == name))
+                throw new FeedbackValidationException(FeedbackErrorKind.UnknownInput, $"Tensors[{name}]",
+                    $"Tensor '{name}' is not an input of the model (inputs: {string.Join(", ", Inputs.Select(i => i.Name))}).");
+        foreach (var spec in Inputs)
+        {
+            var field = $"Tensors[{spec.Name}]";
+            if (!tensors.TryGetValue(spec.Name, out var t))
+                throw new FeedbackValidationException(FeedbackErrorKind.MissingInput, field, $"Model input '{spec.Name}' is missing from the feedback tensors.");
+            var expected = ParseType(spec.ElementType);
+            if (expected is not null && expected != t.ElementType)
+                throw new FeedbackValidationException(FeedbackErrorKind.TypeMismatch, field,
+                    $"Tensor '{spec.Name}' is {t.ElementType}; the model input is {spec.ElementType}.");
+            var dims = spec.FixedDims;
+            var ok = dims.Length == t.Shape.Count;
+            for (var i = 0; ok && i < dims.Length; i++)
+                ok = dims[i] < 0 ? t.Shape[i] > 0 : dims[i] == t.Shape[i];
+            if (!ok)
+                throw new FeedbackValidationException(FeedbackErrorKind.ShapeMismatch, field,
+                    $"Tensor '{spec.Name}' has shape [{string.Join(",", t.Shape)}]; the model input is [{string.Join(",", spec.Shape)}].");
+            if (t.FloatData is { } f)
+                for (var i = 0; i < f.Length; i++)
+                    if (!float.IsFinite(f[i]))
+                        throw new FeedbackValidationException(FeedbackErrorKind.NonFiniteValue, field,
+                            $"Tensor '{spec.Name}' has a non-finite value ({f[i]}) at flat index {i}.");
+        }
+    }
+
+    public FeedbackRecord ToRecord(Feedback feedback, string id, DateTimeOffset now, double heldOutShare)
+    {
+        ValidateInput(feedback.Text, feedback.Tensors);
+        var (index, name) = ResolveLabel(feedback.Label);
+        if (!float.IsFinite(feedback.Weight))
+            throw new FeedbackValidationException(FeedbackErrorKind.NonFiniteValue, "Weight", $"Weight {feedback.Weight} is not finite.");
+        if (feedback.Weight < 0)
+            throw new FeedbackValidationException(FeedbackErrorKind.InvalidWeight, "Weight", $"Weight {feedback.Weight} is negative.");
+        return new FeedbackRecord
+        {
+            Id = id,
+            CreatedAt = now,
+            Text = feedback.Text,
+            Tensors = feedback.Tensors,
+            LabelIndex = index,
+            LabelName = name,
+            Weight = feedback.Weight,
+            UserId = feedback.UserId,
+            Metadata = feedback.Metadata,
+            HeldOut = HeldOutAssignment.IsHeldOut(id, heldOutShare),
+        };
+    }
+
+    internal static TensorDataType? ParseType(string elementType) => elementType.ToUpperInvariant() switch
+    {
+        "FLOAT" or "FLOAT32" or "TENSOR(FLOAT)" => TensorDataType.Float,
+        "INT64" or "TENSOR(INT64)" => TensorDataType.Int64,
+        _ => null,
+    };
+}
+
+/// <summary>Validates feedback against the model's schema and appends it to the store.</summary>
+internal sealed class FeedbackWriter(
+    string modelName,
+    FeedbackSchema schema,
+    IFeedbackStore store,
+    double heldOutShare,
+    TimeProvider timeProvider,
+    OnnxTuneMetrics metrics,
+    ILogger logger) : IFeedbackWriter
+{
+    public async ValueTask<FeedbackReceipt> WriteAsync(Feedback feedback, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(feedback);
+        FeedbackRecord record;
+        try
+        {
+            record = schema.ToRecord(feedback, Guid.NewGuid().ToString("N"), timeProvider.GetUtcNow(), heldOutShare);
+        }
+        catch (FeedbackValidationException e)
+        {
+            metrics.FeedbackRejected(modelName, e.Kind);
+            Log.FeedbackRejected(logger, modelName, e.Kind, e.Field, e.Message);
+            throw;
+        }
+        var seq = await store.AppendAsync(record, cancellationToken).ConfigureAwait(false);
+        metrics.FeedbackAccepted(modelName, record.HeldOut);
+        return new FeedbackReceipt(record.Id, seq, record.HeldOut);
+    }
+}

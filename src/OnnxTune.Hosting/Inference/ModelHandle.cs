@@ -1,0 +1,74 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace OnnxTune.Hosting.Internal;
+
+/// <summary>The injectable handle: leases the serving session per call and records activity for idle detection.</summary>
+internal sealed class ModelHandle(string modelName, SwappableInferenceSession sessions, Action ensureLoaded, TimeProvider timeProvider) : IModelHandle
+{
+    private long _lastUse = long.MinValue;
+
+    public string ModelName => modelName;
+
+    public int? ServingVersion => sessions.Current?.Version?.Version;
+
+    /// <summary>Timestamp (<see cref="TimeProvider.GetTimestamp"/>) of the last call, or null.</summary>
+    internal long? LastUseTimestamp => Volatile.Read(ref _lastUse) is var t && t != long.MinValue ? t : null;
+
+    public ModelOutput Predict(IReadOnlyDictionary<string, TensorData> inputs)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        using var lease = Lease();
+        var session = lease.Session;
+        var names = new List<string>(inputs.Count);
+        var values = new List<OrtValue>(inputs.Count);
+        try
+        {
+            foreach (var (name, t) in inputs)
+            {
+                if (!session.InputMetadata.ContainsKey(name))
+                    throw new OnnxTuneException($"Model '{modelName}' has no input '{name}' (inputs: {string.Join(", ", session.InputNames)}).");
+                var shape = t.Shape.ToArray();
+                values.Add(t.FloatData is { } f ? OrtValue.CreateTensorValueFromMemory(f, shape) : OrtValue.CreateTensorValueFromMemory(t.Int64Data!, shape));
+                names.Add(name);
+            }
+            using var ro = new RunOptions();
+            using var outputs = session.Run(ro, names, values, session.OutputNames);
+            var result = new Dictionary<string, TensorData>(StringComparer.Ordinal);
+            for (var i = 0; i < outputs.Count; i++)
+            {
+                var o = outputs[i];
+                if (!o.IsTensor) continue;
+                var info = o.GetTensorTypeAndShape();
+                switch (info.ElementDataType)
+                {
+                    case TensorElementType.Float:
+                        result[session.OutputNames[i]] = TensorData.Float(o.GetTensorDataAsSpan<float>().ToArray(), info.Shape);
+                        break;
+                    case TensorElementType.Int64:
+                        result[session.OutputNames[i]] = TensorData.Int64(o.GetTensorDataAsSpan<long>().ToArray(), info.Shape);
+                        break;
+                }
+            }
+            return new ModelOutput(lease.Entry.Version?.Version, result);
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+        }
+    }
+
+    public TResult Run<TResult>(Func<InferenceSession, TResult> run)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        using var lease = Lease();
+        return run(lease.Session);
+    }
+
+    private SwappableInferenceSession.Lease Lease()
+    {
+        Volatile.Write(ref _lastUse, timeProvider.GetTimestamp());
+        if (sessions.Current is null) ensureLoaded();
+        return sessions.Acquire();
+    }
+}

@@ -1,0 +1,63 @@
+using OnnxTune.Autodiff.Artifacts;
+
+namespace OnnxTune.Hosting.Internal;
+
+/// <summary>
+/// Trains one round. The training engine implements this (registered keyed by model name); it must write only
+/// inside <see cref="FineTuningRoundInput.WorkingDirectory"/>, which the caller deletes afterwards, so a
+/// cancelled or failed round leaves nothing behind.
+/// </summary>
+internal interface IFineTuningRound
+{
+    Task<FineTuningRoundResult> RunAsync(FineTuningRoundInput input, CancellationToken cancellationToken);
+}
+
+/// <summary>Inputs of one round.</summary>
+/// <param name="ModelName">The model name.</param>
+/// <param name="Round">The round number (1-based, persisted across restarts).</param>
+/// <param name="ArtifactsPath">The artifacts folder (training, eval and optimizer graphs).</param>
+/// <param name="Manifest">The artifacts manifest.</param>
+/// <param name="ServingModelPath">The serving inference model.</param>
+/// <param name="ServingCheckpointPath">The serving model's checkpoint folder (parameters and optimizer state) to start from.</param>
+/// <param name="NewFeedback">Training records not trained on before.</param>
+/// <param name="ReplaySample">A sample of earlier training records, against forgetting.</param>
+/// <param name="Epochs">Passes over the round's data.</param>
+/// <param name="BatchSize">Batch size.</param>
+/// <param name="LearningRate">Learning rate.</param>
+/// <param name="ThreadBudget">Intra-op threads for training sessions.</param>
+/// <param name="WorkingDirectory">An empty folder the round owns.</param>
+internal sealed record FineTuningRoundInput(
+    string ModelName,
+    long Round,
+    string ArtifactsPath,
+    ArtifactManifest Manifest,
+    string ServingModelPath,
+    string ServingCheckpointPath,
+    IReadOnlyList<FeedbackRecord> NewFeedback,
+    IReadOnlyList<FeedbackRecord> ReplaySample,
+    int Epochs,
+    int BatchSize,
+    double LearningRate,
+    int ThreadBudget,
+    string WorkingDirectory);
+
+/// <summary>Outputs of one round, all inside the working directory.</summary>
+/// <param name="CandidateModelPath">The candidate inference model (trained weights).</param>
+/// <param name="CandidateCheckpointPath">The candidate's checkpoint folder.</param>
+/// <param name="TrainLoss">Mean training loss of the last epoch.</param>
+/// <param name="Steps">Optimizer steps taken.</param>
+internal sealed record FineTuningRoundResult(string CandidateModelPath, string CandidateCheckpointPath, double TrainLoss, long Steps);
+
+/// <summary>Turns a feedback record into model input tensors (text models plug in a tokenizer-backed encoder).</summary>
+internal interface IFeedbackEncoder
+{
+    IReadOnlyDictionary<string, TensorData> Encode(FeedbackRecord record);
+}
+
+/// <summary>The default encoder: tensor records pass through; text records need a text encoder.</summary>
+internal sealed class TensorFeedbackEncoder(string modelName) : IFeedbackEncoder
+{
+    public IReadOnlyDictionary<string, TensorData> Encode(FeedbackRecord record) =>
+        record.Tensors ?? throw new OnnxTuneException(
+            $"Model '{modelName}': feedback record {record.Id} is text, but no text encoder is registered for the model (OnnxTune.Text).");
+}

@@ -1,0 +1,153 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace OnnxTune.Hosting;
+
+/// <summary>Where inference sessions run.</summary>
+public enum ExecutionProvider
+{
+    /// <summary>The default CPU execution provider.</summary>
+    Cpu,
+
+    /// <summary>NVIDIA CUDA (needs the Microsoft.ML.OnnxRuntime.Gpu native package and a CUDA device).</summary>
+    Cuda,
+}
+
+/// <summary>Options of one on-device fine-tuned model (configuration section <c>OnDeviceFineTuning[:&lt;name&gt;]</c>).</summary>
+public sealed class OnDeviceFineTuningOptions
+{
+    /// <summary>The default configuration section.</summary>
+    public const string DefaultSectionName = "OnDeviceFineTuning";
+
+    private const int DefaultMinNewFeedback = 32;
+    private const int DefaultEpochsPerRound = 1;
+    private const int DefaultBatchSize = 16;
+    private const double DefaultLearningRate = 1e-3;
+    private const int DefaultTrainingThreads = 1;
+    private const double DefaultGoldenTolerance = 0.01;
+    private const double DefaultReplayRatio = 1.0;
+    private const double DefaultHeldOutShare = 0.1;
+    private const int DefaultKeepVersions = 5;
+    private const int DefaultMaxTextLength = 2048;
+
+    /// <summary>Gets or sets the artifacts folder (with <c>manifest.json</c>) written by the artifact builder.</summary>
+    /// <value>There is no default; the value is required.</value>
+    [Required]
+    public string ArtifactsPath { get; set; } = "";
+
+    /// <summary>Gets or sets the folder holding model versions, the feedback database and round scratch space.</summary>
+    /// <value>There is no default; the value is required.</value>
+    [Required]
+    public string ModelStorePath { get; set; } = "";
+
+    /// <summary>Gets or sets the SQLite feedback database file.</summary>
+    /// <value>The default value is <see langword="null"/>, meaning <c>feedback.db</c> inside <see cref="ModelStorePath"/>.</value>
+    public string? FeedbackDatabasePath { get; set; }
+
+    /// <summary>Gets or sets an optional golden set (JSON lines of labelled inputs) shipped with the app.</summary>
+    /// <value>The default value is <see langword="null"/> (no golden-set check).</value>
+    public string? GoldenSetPath { get; set; }
+
+    /// <summary>Gets or sets the class labels, in output order; string labels in feedback must be one of them.</summary>
+    /// <value>The default value is <see langword="null"/>: the manifest property <c>labels</c> (a JSON array) is used if present.</value>
+    public IList<string>? Labels { get; set; }
+
+    /// <summary>Gets or sets how many new training feedback records start a round.</summary>
+    /// <value>The default value is 32.</value>
+    [Range(1, 10_000_000)]
+    public int MinNewFeedback { get; set; } = DefaultMinNewFeedback;
+
+    /// <summary>Gets or sets the longest time between rounds while any new feedback waits.</summary>
+    /// <value>The default value is 1 hour.</value>
+    [Range(typeof(TimeSpan), "00:00:01", "365.00:00:00")]
+    public TimeSpan MaxInterval { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>Gets or sets how often the background service checks the round triggers.</summary>
+    /// <value>The default value is 10 seconds.</value>
+    [Range(typeof(TimeSpan), "00:00:00.010", "1.00:00:00")]
+    public TimeSpan CheckInterval { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Gets or sets whether rounds start only when no prediction ran during <see cref="IdleWindow"/>.</summary>
+    /// <value>The default value is <see langword="false"/>.</value>
+    public bool OnlyWhenIdle { get; set; }
+
+    /// <summary>Gets or sets the quiet time that counts as idle.</summary>
+    /// <value>The default value is 30 seconds.</value>
+    [Range(typeof(TimeSpan), "00:00:00", "1.00:00:00")]
+    public TimeSpan IdleWindow { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Gets or sets the passes over the round's data.</summary>
+    /// <value>The default value is 1.</value>
+    [Range(1, 1000)]
+    public int EpochsPerRound { get; set; } = DefaultEpochsPerRound;
+
+    /// <summary>Gets or sets the training batch size.</summary>
+    /// <value>The default value is 16.</value>
+    [Range(1, 65536)]
+    public int BatchSize { get; set; } = DefaultBatchSize;
+
+    /// <summary>Gets or sets the learning rate (PyTorch AdamW default).</summary>
+    /// <value>The default value is 0.001.</value>
+    [Range(1e-12, 10.0)]
+    public double LearningRate { get; set; } = DefaultLearningRate;
+
+    /// <summary>Gets or sets the intra-op thread budget of training sessions, so that serving latency holds.</summary>
+    /// <value>The default value is 1.</value>
+    [Range(1, 1024)]
+    public int TrainingThreads { get; set; } = DefaultTrainingThreads;
+
+    /// <summary>Gets or sets the intra-op threads of the serving session (0: ONNX Runtime's default).</summary>
+    /// <value>The default value is 0.</value>
+    [Range(0, 1024)]
+    public int InferenceThreads { get; set; }
+
+    /// <summary>Gets or sets the execution provider of the serving session.</summary>
+    /// <value>The default value is <see cref="ExecutionProvider.Cpu"/>.</value>
+    public ExecutionProvider ExecutionProvider { get; set; } = ExecutionProvider.Cpu;
+
+    /// <summary>Gets or sets the CUDA device id used when <see cref="ExecutionProvider"/> is <see cref="ExecutionProvider.Cuda"/>.</summary>
+    /// <value>The default value is 0.</value>
+    [Range(0, 64)]
+    public int CudaDeviceId { get; set; }
+
+    /// <summary>Gets or sets whether to fall back to CPU (with a warning) when the requested provider is unavailable.</summary>
+    /// <value>The default value is <see langword="false"/>: an unavailable provider is an error.</value>
+    public bool FallbackToCpu { get; set; }
+
+    /// <summary>Gets or sets how far (absolute) the golden-set metric may fall before a candidate is rejected.</summary>
+    /// <value>The default value is 0.01.</value>
+    [Range(0.0, 1.0)]
+    public double GoldenTolerance { get; set; } = DefaultGoldenTolerance;
+
+    /// <summary>Gets or sets how much (absolute) the held-out metric must improve for promotion.</summary>
+    /// <value>The default value is 0.</value>
+    [Range(0.0, 1.0)]
+    public double MinHeldOutImprovement { get; set; }
+
+    /// <summary>Gets or sets the replay sample size as a multiple of the new feedback count (against forgetting).</summary>
+    /// <value>The default value is 1.</value>
+    [Range(0.0, 100.0)]
+    public double ReplayRatio { get; set; } = DefaultReplayRatio;
+
+    /// <summary>Gets or sets the share of feedback held out for validation (decided per record id).</summary>
+    /// <value>The default value is 0.1.</value>
+    [Range(0.0, 0.9)]
+    public double HeldOutShare { get; set; } = DefaultHeldOutShare;
+
+    /// <summary>Gets or sets how long feedback is kept (<see langword="null"/>: forever).</summary>
+    /// <value>The default value is <see langword="null"/>.</value>
+    [Range(typeof(TimeSpan), "01:00:00", "36500.00:00:00")]
+    public TimeSpan? FeedbackRetention { get; set; }
+
+    /// <summary>Gets or sets how many promoted versions are kept on disk.</summary>
+    /// <value>The default value is 5.</value>
+    [Range(1, 1000)]
+    public int KeepVersions { get; set; } = DefaultKeepVersions;
+
+    /// <summary>Gets or sets the longest accepted feedback text, in characters.</summary>
+    /// <value>The default value is 2048.</value>
+    [Range(1, 1_000_000)]
+    public int MaxTextLength { get; set; } = DefaultMaxTextLength;
+
+    /// <summary>Configuration path used in validation messages (set by registration and BindConfiguration).</summary>
+    internal string? ConfigurationPath { get; set; }
+}
