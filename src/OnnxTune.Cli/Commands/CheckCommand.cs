@@ -1,6 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
+using Onnx;
 using OnnxTune.Autodiff.Gradients;
+using OnnxTune.Onnx.Graph;
+using OnnxTune.Onnx.Tensors;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Training.GradientChecking;
 
@@ -45,6 +48,9 @@ internal static class CheckCommand
     {
         var path = context.FullPath(modelPath);
         var model = OnnxModelReader.Load(path);
+        var dropouts = NeutraliseDropout(model);
+        if (dropouts > 0)
+            context.Out.WriteLine($"note: {dropouts} Dropout node(s) checked with ratio 0 (identity): a random mask would change between the finite-difference runs.");
         GradientCheckReport report;
         try
         {
@@ -66,6 +72,31 @@ internal static class CheckCommand
             ? $"all {report.Parameters.Count} parameters pass"
             : $"{failed} of {report.Parameters.Count} parameters MISMATCH");
         return failed == 0 ? Passed : Mismatch;
+    }
+
+    /// <summary>
+    /// Sets the ratio of every Dropout to a constant 0, so the training-mode graph is deterministic and equals the
+    /// rest of the model's function; the mask output is then all true. Returns the number of Dropout nodes.
+    /// </summary>
+    internal static int NeutraliseDropout(ModelProto model)
+    {
+        var nodes = model.Graph.Node.Where(n => n.OpType == "Dropout" && string.IsNullOrEmpty(n.Domain)).ToList();
+        if (nodes.Count == 0) return 0;
+        var taken = model.Graph.Node.SelectMany(n => n.Output).Concat(model.Graph.Input.Select(i => i.Name))
+            .Concat(model.Graph.Initializer.Select(t => t.Name)).ToHashSet(StringComparer.Ordinal);
+        var name = "onnxtune_check_dropout_ratio_zero";
+        while (taken.Contains(name)) name += "_";
+        // A Constant node, not an initializer, so the default selection does not take it for a parameter.
+        var constant = new NodeProto { OpType = "Constant", Name = name };
+        constant.Output.Add(name);
+        constant.Attribute.Add(Attr.Tensor("value", TensorProtos.Float(name, [0f])));
+        model.Graph.Node.Insert(0, constant);
+        foreach (var n in nodes)
+        {
+            while (n.Input.Count < 2) n.Input.Add("");
+            n.Input[1] = name;
+        }
+        return nodes.Count;
     }
 
     internal static Dictionary<string, long> ParseDims(IEnumerable<string> specs)
