@@ -91,11 +91,17 @@ internal static class CheckCommand
         constant.Output.Add(name);
         constant.Attribute.Add(Attr.Tensor("value", TensorProtos.Float(name, [0f])));
         model.Graph.Node.Insert(0, constant);
+        var replaced = new HashSet<string>(StringComparer.Ordinal);
         foreach (var n in nodes)
         {
             while (n.Input.Count < 2) n.Input.Add("");
+            if (n.Input[1].Length > 0) replaced.Add(n.Input[1]);
             n.Input[1] = name;
         }
+        // Drop the old ratio constants nothing reads any more (ONNX Runtime warns about them otherwise).
+        var used = model.Graph.Node.SelectMany(n => n.Input).Concat(model.Graph.Output.Select(o => o.Name)).ToHashSet(StringComparer.Ordinal);
+        foreach (var dead in model.Graph.Node.Where(n => n.OpType == "Constant" && n.Output.Count == 1 && replaced.Contains(n.Output[0]) && !used.Contains(n.Output[0])).ToList())
+            model.Graph.Node.Remove(dead);
         return nodes.Count;
     }
 
