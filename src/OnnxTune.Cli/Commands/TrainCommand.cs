@@ -21,8 +21,8 @@ internal static class TrainCommand
         var artifacts = new Argument<string>("artifacts-dir") { Description = "Artifacts folder written by 'onnxtune artifacts'." };
         var data = new Option<string>("--data") { Description = "Safetensors file: one tensor per model input (same name) plus the labels, batched on dim 0.", Required = true, HelpName = "file.safetensors" };
         var output = new Option<string>("--out") { Description = "Folder for model.onnx (exported inference model) and checkpoint/.", Required = true, HelpName = "dir" };
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the data (default 1).", DefaultValueFactory = _ => 1, HelpName = "n" };
-        var batch = new Option<int>("--batch-size") { Description = "Samples per optimizer step (default 1, as PyTorch's DataLoader).", DefaultValueFactory = _ => 1, HelpName = "n" };
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the data.", DefaultValueFactory = _ => 1, HelpName = "n" };
+        var batch = new Option<int>("--batch-size") { Description = "Samples per optimizer step (PyTorch DataLoader default).", DefaultValueFactory = _ => 1, HelpName = "n" };
         var lr = new Option<double?>("--lr") { Description = "Learning rate (default: the one in the artifacts' checkpoint).", HelpName = "x" };
         var seed = new Option<int?>("--seed") { Description = "Seed of the shuffling and of random ops such as Dropout (default 0).", HelpName = "n" };
         var noShuffle = new Option<bool>("--no-shuffle") { Description = "Take batches in file order, keeping the last partial batch (DataLoader shuffle=False)." };
