@@ -108,6 +108,12 @@ internal sealed class WorkloadRun : IDisposable
         this.input = input;
         this.attentionMask = attentionMask;
         this.labels = labels;
+        long count = model.parameters().Sum(p => p.numel());
+        if (count != spec.ParameterCount)
+        {
+            throw new InvalidOperationException($"{spec.Name}: model has {count} parameters, WorkloadSpec says {spec.ParameterCount}");
+        }
+
         optimizer = optim.AdamW(model.parameters(), WorkloadSpec.LearningRate, WorkloadSpec.Beta1, WorkloadSpec.Beta2,
             WorkloadSpec.Eps, WorkloadSpec.WeightDecay);
     }

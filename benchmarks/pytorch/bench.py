@@ -58,6 +58,16 @@ def forward_flops(name):
     return layers * per_layer + 2 * batch * HIDDEN * CLASSES
 
 
+def parameter_count(name):
+    """Trainable parameters (see WorkloadSpec.ParameterCount)."""
+    kind, layers, _, _, _ = WORKLOADS[name]
+    if kind == "head":
+        return HIDDEN * HEAD_HIDDEN + HEAD_HIDDEN + HEAD_HIDDEN * CLASSES + CLASSES
+    per_layer = (4 * (HIDDEN * HIDDEN + HIDDEN) + HIDDEN * INTERMEDIATE + INTERMEDIATE
+                 + INTERMEDIATE * HIDDEN + HIDDEN + 2 * 2 * HIDDEN)
+    return layers * per_layer + HIDDEN * CLASSES + CLASSES
+
+
 def flops_per_step(name):
     """Forward + backward ~= 3 x forward matmul FLOPs; the optimizer update is not counted."""
     return 3 * forward_flops(name)
@@ -193,6 +203,9 @@ def build(name, init_dir):
         labels = tensors["labels"]
         if mask is not None:
             mask = tensors["attention_mask"]
+    count = sum(p.numel() for p in model.parameters())
+    if count != parameter_count(name):
+        raise RuntimeError(f"{name}: model has {count} parameters, the workload spec says {parameter_count(name)}")
     model.train()
     forward = (lambda: model(x)) if mask is None else (lambda: model(x, mask))
     return model, forward, labels
