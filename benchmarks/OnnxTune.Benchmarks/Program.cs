@@ -1,111 +1,144 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
-using OnnxTune.Autodiff.Artifacts;
-using OnnxTune.Autodiff.Optimizers;
+using Microsoft.ML.OnnxRuntime;
 using OnnxTune.Benchmarks;
-using OnnxTune.Training;
-using TrainingSession = OnnxTune.Training.TrainingSession;
+using OnnxTune.Benchmarks.Workloads;
 
-// OnnxTune side of the training-step benchmark (issue 5): W1 head, W2 one BERT layer, W3 six layers.
-// One step = TrainStep (forward + loss + backward) + OptimizerStep (AdamW); gradients are reset lazily.
-var workloads = (Arg("--workloads") ?? "W1,W2,W3").Split(',', StringSplitOptions.RemoveEmptyEntries);
-var stepsOverride = Arg("--steps") is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : (int?)null;
-var warmup = Arg("--warmup") is { } w ? int.Parse(w, CultureInfo.InvariantCulture) : 20;
-var jsonOptions = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
-
-foreach (var name in workloads)
+// OnnxTune side of the training-step benchmark (issue 5). Modes:
+//   (default)          train W1–W3 and print one JSON line per workload (same keys as the peers + a step breakdown)
+//   --sgemm            the SGEMM ceiling through ONNX Runtime: one MatMul per main shape of each workload
+//   --memory-rounds N  N consecutive small fine-tuning rounds; RSS every 100 rounds
+// Usage: [--workloads W1,W2,W3] [--steps N] [--warmup N] [--init DIR] [--variant NAME] [--sgemm] [--memory-rounds N]
+try
 {
-    var (batch, seq, layers, steps) = name switch
+    var options = BenchArgs.Parse(args);
+    if (options.Sgemm)
     {
-        "W1" => (32, 1, 0, 100),
-        "W2" => (32, 64, 1, 100),
-        "W3" => (16, 32, 6, 30),
-        _ => throw new ArgumentException($"Unknown workload '{name}' (W1, W2, W3)."),
-    };
-    steps = stepsOverride ?? steps;
-    var model = layers == 0 ? WorkloadModels.Head(1234) : WorkloadModels.Encoder(layers, 1234);
-    var dir = Path.Combine(Path.GetTempPath(), "onnxtune-bench", name);
-    var artifacts = ArtifactBuilder.Build(model, new ArtifactOptions
-    {
-        Selection = new ParameterSelection { Trainable = ["*.weight", "*.bias"] },
-        Loss = new LossSpec { Kind = LossKind.CrossEntropy, OutputName = "logits" },
-        Optimizer = new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = 1e-3, Beta1 = 0.9, Beta2 = 0.999, Epsilon = 1e-8, WeightDecay = 0.01 },
-    }, (p, o, opset) => OptimizerGraphBuilder.Build(p, o, opset));
-    ArtifactBuilder.Save(artifacts, dir);
-
-    using var session = TrainingSession.Open(dir, new TrainingSessionOptions { IntraOpThreads = 2, InterOpThreads = 1 });
-    var rng = new Random(1234);
-    var tokens = batch * seq;
-    var input = Enumerable.Range(0, tokens * WorkloadModels.Hidden).Select(_ => (float)Normal(rng)).ToArray();
-    var mask = Enumerable.Repeat(1f, tokens).ToArray();
-    var labels = Enumerable.Range(0, batch).Select(_ => (long)rng.Next(WorkloadModels.Classes)).ToArray();
-    var trainBatch = layers == 0
-        ? new TrainingBatch().Add("input", input, batch, WorkloadModels.Hidden).WithLabels(labels, batch)
-        : new TrainingBatch().Add("input", input, batch, seq, WorkloadModels.Hidden).Add("attention_mask", mask, batch, seq).WithLabels(labels, batch);
-
-    float lossFirst = 0, lossLast = 0;
-    for (var i = 0; i < warmup; i++)
-    {
-        var l = session.TrainStep(trainBatch);
-        session.OptimizerStep();
-        if (i == 0) lossFirst = l;
+        foreach (var spec in options.Workloads) Print(SgemmCeiling.Measure(spec));
+        return 0;
     }
-    var total = new double[steps];
-    var train = new double[steps];
-    var optimizer = new double[steps];
-    var allocBefore = GC.GetAllocatedBytesForCurrentThread();
-    for (var i = 0; i < steps; i++)
+    if (options.MemoryRounds is { } rounds)
     {
-        var t0 = Stopwatch.GetTimestamp();
-        lossLast = session.TrainStep(trainBatch);
-        var t1 = Stopwatch.GetTimestamp();
-        session.OptimizerStep();
-        var t2 = Stopwatch.GetTimestamp();
-        train[i] = Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds;
-        optimizer[i] = Stopwatch.GetElapsedTime(t1, t2).TotalMilliseconds;
-        total[i] = train[i] + optimizer[i];
+        MemoryRounds.Run(rounds, Print);
+        return 0;
     }
-    var allocPerStep = (GC.GetAllocatedBytesForCurrentThread() - allocBefore) / steps;
-    var flops = Flops(batch, seq, layers);
-    var median = Median(total);
-    Console.WriteLine(JsonSerializer.Serialize(new
-    {
-        System = "onnxtune",
-        Workload = name,
-        MedianMs = median,
-        MinMs = total.Min(),
-        MaxMs = total.Max(),
-        Steps = steps,
-        FlopsPerStep = flops,
-        GflopPerS = flops / (median / 1000) / 1e9,
-        AllocBytesPerStep = allocPerStep,
-        PeakRssMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0),
-        Threads = 2,
-        LossFirst = lossFirst,
-        LossLast = lossLast,
-        TrainGraphMedianMs = Median(train),
-        OptimizerGraphMedianMs = Median(optimizer),
-    }, jsonOptions));
+    foreach (var spec in options.Workloads)
+        Print(TrainBenchmark.Run(spec, options));
+    return 0;
 }
-return 0;
-
-string? Arg(string flag) => Array.IndexOf(args, flag) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-
-static double Median(double[] xs)
+catch (ArgumentException e)
 {
-    var sorted = xs.Order().ToArray();
-    return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    Console.Error.WriteLine($"error: {e.Message}");
+    Console.Error.WriteLine("usage: OnnxTune.Benchmarks [--workloads W1,W2,W3] [--steps N] [--warmup N] [--init DIR] [--variant "
+        + string.Join("|", SessionVariants.Names) + "] [--sgemm] [--memory-rounds N]");
+    return 2;
 }
 
-static double Normal(Random rng) => Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
+static void Print(object result) => Console.WriteLine(JsonSerializer.Serialize(result, BenchJson.Options));
 
-// Analytic matmul FLOPs (3 × forward), the same convention as benchmarks/Workloads/WorkloadSpec.cs.
-static long Flops(int batch, int seq, int layers)
+namespace OnnxTune.Benchmarks
 {
-    const long H = 384, I = 1536, C = 150;
-    if (layers == 0) return 3L * 2 * batch * (H * 256 + 256 * C);
-    long tokens = (long)batch * seq;
-    var perLayer = 4L * 2 * tokens * H * H + 2L * 2 * tokens * H * I + 2L * 2 * batch * (long)seq * seq * H;
-    return 3L * (layers * perLayer + 2L * batch * H * C);
+    internal sealed record BenchArgs(IReadOnlyList<WorkloadSpec> Workloads, int? Steps, int? Warmup, string? InitDirectory,
+        string Variant, bool Sgemm, int? MemoryRounds)
+    {
+        public static BenchArgs Parse(string[] args)
+        {
+            IReadOnlyList<WorkloadSpec> workloads = WorkloadSpec.All;
+            int? steps = null, warmup = null, rounds = null;
+            string? init = null;
+            var variant = "default";
+            var sgemm = false;
+            for (var i = 0; i < args.Length; i++)
+            {
+                string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} expects a value");
+                int Positive(string flag, int min) =>
+                    int.TryParse(Next(), NumberStyles.None, CultureInfo.InvariantCulture, out var v) && v >= min ? v : throw new ArgumentException($"{flag} expects an integer >= {min}");
+                switch (args[i])
+                {
+                    case "--workloads":
+                        var names = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                        workloads = names.Select(n => WorkloadSpec.Find(n) ?? throw new ArgumentException($"unknown workload '{n}' (W1, W2, W3)")).ToArray();
+                        break;
+                    case "--steps": steps = Positive("--steps", 1); break;
+                    case "--warmup": warmup = Positive("--warmup", 0); break;
+                    case "--memory-rounds": rounds = Positive("--memory-rounds", 1); break;
+                    case "--init": init = Next(); break;
+                    case "--sgemm": sgemm = true; break;
+                    case "--variant":
+                        variant = Next();
+                        if (!SessionVariants.Names.Contains(variant)) throw new ArgumentException($"unknown variant '{variant}'");
+                        break;
+                    default: throw new ArgumentException($"unknown argument '{args[i]}'");
+                }
+            }
+            return new BenchArgs(workloads, steps, warmup, init, variant, sgemm, rounds);
+        }
+    }
+
+    /// <summary>ONNX Runtime session-option variants tried on top of OnnxTune's defaults (step 3 of issue 5).</summary>
+    internal static class SessionVariants
+    {
+        public static readonly string[] Names = ["default", "sequential", "no-spin", "extended", "basic", "no-mem-pattern", "sequential-no-spin"];
+
+        public static Action<SessionOptions>? For(string name) => name switch
+        {
+            "default" => null,
+            "sequential" => so => so.ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            "no-spin" => so => so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"),
+            "sequential-no-spin" => so =>
+            {
+                so.ExecutionMode = ExecutionMode.ORT_SEQUENTIAL;
+                so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+            },
+            "extended" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "no-mem-pattern" => so => so.EnableMemoryPattern = false,
+            _ => throw new ArgumentException($"unknown variant '{name}'"),
+        };
+    }
+
+    internal static class BenchJson
+    {
+        public static readonly JsonSerializerOptions Options = new()
+        {
+            PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+            NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        };
+    }
+
+    internal static class Stats
+    {
+        public static double Median(IEnumerable<double> xs)
+        {
+            var s = xs.Order().ToArray();
+            return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
+        }
+
+        public static double Percentile(double[] sorted, double p) =>
+            sorted[Math.Clamp((int)Math.Ceiling(p / 100 * sorted.Length) - 1, 0, sorted.Length - 1)];
+    }
+
+    internal static class ProcessMemory
+    {
+        /// <summary>Resets the kernel's peak-RSS mark (VmHWM); Linux only, ignored elsewhere.</summary>
+        public static void ResetPeak()
+        {
+            try { File.WriteAllText("/proc/self/clear_refs", "5"); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+
+        public static double PeakRssMb() => Status("VmHWM:") ?? Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
+
+        public static double RssMb() => Status("VmRSS:") ?? Process.GetCurrentProcess().WorkingSet64 / 1048576.0;
+
+        private static double? Status(string key)
+        {
+            if (!File.Exists("/proc/self/status")) return null;
+            foreach (var line in File.ReadLines("/proc/self/status"))
+                if (line.StartsWith(key, StringComparison.Ordinal))
+                    return long.Parse(line[key.Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024.0;
+            return null;
+        }
+    }
 }

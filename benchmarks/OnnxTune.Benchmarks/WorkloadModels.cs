@@ -2,6 +2,7 @@ using Onnx;
 using OnnxTune.Onnx.Graph;
 using OnnxTune.Onnx.Models;
 using OnnxTune.Onnx.Tensors;
+using OnnxTune.Benchmarks.Workloads;
 using DataType = Onnx.TensorProto.Types.DataType;
 
 namespace OnnxTune.Benchmarks;
@@ -9,11 +10,16 @@ namespace OnnxTune.Benchmarks;
 /// <summary>The benchmark workloads as inference ONNX graphs, built in code (the same architecture as the peers).</summary>
 internal static class WorkloadModels
 {
-    public const int Hidden = 384, Heads = 12, HeadSize = 32, Intermediate = 1536, Classes = 150;
+    public const int Hidden = WorkloadSpec.Hidden, Heads = WorkloadSpec.Heads, HeadSize = WorkloadSpec.HeadSize;
+    public const int Intermediate = WorkloadSpec.Intermediate, Classes = WorkloadSpec.Classes;
+
+    /// <summary>The inference graph of <paramref name="spec"/>, weights drawn from <paramref name="seed"/>.</summary>
+    public static ModelProto For(WorkloadSpec spec, int seed) =>
+        spec.Kind == WorkloadKind.Head ? Head(seed) : Encoder(spec.Layers, seed);
 
     /// <summary>W1: Linear(384→256), ReLU, Linear(256→150).</summary>
     public static ModelProto Head(int seed) =>
-        new MlpModelBuilder(Hidden) { InputName = "input", OutputName = "logits" }.Layer(256).Layer(Classes).Build(seed);
+        new MlpModelBuilder(Hidden) { InputName = "input", OutputName = "logits" }.Layer(WorkloadSpec.HeadHidden).Layer(Classes).Build(seed);
 
     /// <summary>W2/W3: post-LN BERT layers (MiniLM-L6 sizes, erf GELU, eps 1e-12), mean-pool, Linear(384→150).</summary>
     public static ModelProto Encoder(int layers, int seed)
@@ -38,7 +44,7 @@ internal static class WorkloadModels
             var bn = e.AddInitializer(TensorProtos.Float(name + ".bias", b, fanOut), makeUnique: false);
             return e.Add("Add", [e.Add("MatMul", [x, wn], name + "_mm"), bn], name + "_out");
         }
-        var eps = e.AddInitializer(TensorProtos.Float("ln_eps", [1e-12f]));
+        var eps = e.AddInitializer(TensorProtos.Float("ln_eps", [(float)WorkloadSpec.LayerNormEps]));
         string LayerNorm(string x, string name)
         {
             var gamma = e.AddInitializer(TensorProtos.Float(name + ".weight", Enumerable.Repeat(1f, Hidden).ToArray(), Hidden), makeUnique: false);
@@ -76,12 +82,12 @@ internal static class WorkloadModels
             var context = e.Add("Transpose", [e.Add("MatMul", [probs, v], p + "_ctx")], p + "_ctx_t", Attr.Ints("perm", 0, 2, 1, 3));
             var merged = e.Add("Reshape", [context, mergeHeads], p + "_ctx_merged");
             var attn = Linear(merged, p + ".attention_output", Hidden, Hidden);
-            var h1 = LayerNorm(e.Add("Add", [attn, h], p + "_res1"), p + ".attention_layernorm");
+            var h1 = LayerNorm(e.Add("Add", [attn, h], p + "_res1"), p + ".attention_norm");
             var inter = Linear(h1, p + ".intermediate", Hidden, Intermediate);
             var erf = e.Add("Erf", [e.Add("Div", [inter, sqrt2], p + "_gelu_div")], p + "_erf");
             var gelu = e.Add("Mul", [e.Add("Mul", [inter, half], p + "_gelu_half"), e.Add("Add", [erf, one], p + "_erf1")], p + "_gelu");
             var output = Linear(gelu, p + ".output", Intermediate, Hidden);
-            h = LayerNorm(e.Add("Add", [output, h1], p + "_res2"), p + ".output_layernorm");
+            h = LayerNorm(e.Add("Add", [output, h1], p + "_res2"), p + ".output_norm");
         }
         var pooled = e.Add("ReduceMean", [h], "pooled", Attr.Ints("axes", 1), Attr.Int("keepdims", 0));
         var bound = 1.0 / Math.Sqrt(Hidden);

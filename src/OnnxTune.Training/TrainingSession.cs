@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
@@ -163,6 +164,12 @@ public sealed class TrainingSession : IDisposable
         set => _schedule = value;
     }
 
+    /// <summary>Total <see cref="Stopwatch"/> ticks spent inside the training graph's ONNX Runtime runs (benchmark breakdown).</summary>
+    internal long TrainRunTicks { get; private set; }
+
+    /// <summary>Total <see cref="Stopwatch"/> ticks spent inside the optimizer graph's ONNX Runtime runs.</summary>
+    internal long OptimizerRunTicks { get; private set; }
+
     /// <summary>Forward + backward on one batch; adds the gradients to the accumulated ones. Returns the loss.</summary>
     /// <exception cref="BatchValidationException">The batch does not fit the training graph.</exception>
     public float TrainStep(TrainingBatch batch)
@@ -174,7 +181,9 @@ public sealed class TrainingSession : IDisposable
         {
             foreach (var (name, value) in inputs) binding.BindInput(name, value);
             binding.BindInput(LazyResetGradInput, _resetPending ? _lazyTrue : _lazyFalse);
+            var start = Stopwatch.GetTimestamp();
             _train.RunWithBinding(_runOptions, binding);
+            TrainRunTicks += Stopwatch.GetTimestamp() - start;
         }
         finally
         {
@@ -198,7 +207,9 @@ public sealed class TrainingSession : IDisposable
         var binding = OptimizerBinding(_paramParity, _gradParity);
         binding.BindInput(OptimizerGraphBuilder.LearningRateInput, _lrValue);
         binding.BindInput(OptimizerGraphBuilder.StepInput, _stepValue);
+        var start = Stopwatch.GetTimestamp();
         _optimizer.RunWithBinding(_runOptions, binding);
+        OptimizerRunTicks += Stopwatch.GetTimestamp() - start;
         _paramParity ^= 1;
         Step++;
         _resetPending = true;
@@ -473,6 +484,7 @@ public sealed class TrainingSession : IDisposable
                     throw new ExecutionProviderUnavailableException($"CUDA device {options.CudaDeviceId} could not be used: {e.Message}", e);
                 }
             }
+            options.ConfigureSessionOptions?.Invoke(so);
             return so;
         }
         catch

@@ -1,3 +1,4 @@
+using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace OnnxTune.Training;
@@ -49,6 +50,9 @@ public sealed class TrainingSessionOptions
 
     /// <summary>Re-binds long-lived inputs before every run (always on for non-CPU devices; settable for tests).</summary>
     internal bool RebindInputsEachRun { get; set; }
+
+    /// <summary>Adjusts the ONNX Runtime options of all three sessions after OnnxTune set them (benchmark experiments).</summary>
+    internal Action<SessionOptions>? ConfigureSessionOptions { get; set; }
 }
 
 /// <summary>Result of <see cref="TrainingSession.EvalStep"/>.</summary>
