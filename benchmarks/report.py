@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Prints the issue-5 table from the JSON lines written by benchmarks/run.sh (usage: report.py results.jsonl)."""
+
+import json
+import sys
+
+SYSTEMS = ["OnnxTune", "TorchSharp", "PyTorch"]
+
+
+def system_of(row):
+    s = row.get("system", "")
+    return "PyTorch" if s.lower().startswith("pytorch") else s
+
+
+def fmt(x, digits=2):
+    if x is None:
+        return "—"
+    if isinstance(x, str):
+        return x
+    return f"{x:,.{digits}f}"
+
+
+def main(path):
+    rows = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
+    train = {}
+    for r in rows:
+        if "median_ms" in r and "workload" in r and r.get("mode") is None:
+            train[(system_of(r), r["workload"])] = r
+    ceilings = {r["workload"]: r["ceiling_gflop_per_s"] for r in rows if r.get("system") == "ORT-SGEMM"}
+    workloads = sorted({w for (_, w) in train})
+    machine = next((r for r in rows if r.get("mode") == "machine"), None)
+    loads = [r for r in rows if r.get("mode") == "load"]
+
+    if machine:
+        print(f"machine: {machine['cpu']}, {machine['cores']} cores, kernel {machine['kernel']}")
+    if loads:
+        print("load averages (1/5/15 min): " + "; ".join(f"{l['phase']} {l['loadavg']}" for l in loads))
+    print()
+    print("| system | workload | median ms/step | min | max | OnnxTune ÷ TorchSharp | OnnxTune ÷ PyTorch | GFLOP/s | "
+          "share of ORT SGEMM ceiling | alloc B/step | peak RSS MB | loss_first |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for w in workloads:
+        ours = train.get(("OnnxTune", w))
+        for s in SYSTEMS:
+            r = train.get((s, w))
+            if r is None:
+                continue
+            ratio_ts = ratio_pt = None
+            if s == "OnnxTune":
+                ts, pt = train.get(("TorchSharp", w)), train.get(("PyTorch", w))
+                ratio_ts = f"{r['median_ms'] / ts['median_ms']:.2f}×" if ts else None
+                ratio_pt = f"{r['median_ms'] / pt['median_ms']:.2f}×" if pt else None
+            share = f"{100 * r['gflop_per_s'] / ceilings[w]:.0f}%" if w in ceilings else None
+            alloc = r.get("alloc_bytes_per_step")
+            print(f"| {s} | {w} | {fmt(r['median_ms'], 3)} | {fmt(r['min_ms'], 3)} | {fmt(r['max_ms'], 3)} | "
+                  f"{fmt(ratio_ts)} | {fmt(ratio_pt)} | {fmt(r['gflop_per_s'])} | {fmt(share)} | "
+                  f"{fmt(alloc, 0) if alloc is not None else '—'} | {fmt(r.get('peak_rss_mb'), 0)} | {r['loss_first']:.6f} |")
+        del ours
+
+    if ceilings:
+        print()
+        print("ORT SGEMM ceiling (one MatMul per main forward shape, 2 threads; count-weighted GFLOP/s): "
+              + ", ".join(f"{w} {c:.1f}" for w, c in sorted(ceilings.items())))
+
+    breakdown = [train[("OnnxTune", w)] for w in workloads if ("OnnxTune", w) in train]
+    if breakdown:
+        print()
+        print("OnnxTune step breakdown (medians, ms): | workload | step | training graph run | optimizer graph run | "
+              "binding + bookkeeping |")
+        for r in breakdown:
+            print(f"| {r['workload']} | {r['median_ms']:.3f} | {r['train_run_median_ms']:.3f} | "
+                  f"{r['optimizer_run_median_ms']:.3f} | {r['bookkeeping_median_ms']:.3f} |")
+
+    agreement = []
+    for w in workloads:
+        firsts = {s: train[(s, w)]["loss_first"] for s in SYSTEMS if (s, w) in train}
+        if len(firsts) > 1:
+            spread = max(firsts.values()) - min(firsts.values())
+            agreement.append(f"{w}: " + ", ".join(f"{s} {v:.6f}" for s, v in firsts.items()) + f" (spread {spread:.1e})")
+    if agreement:
+        print()
+        print("loss_first agreement (same initial weights and batch): " + "; ".join(agreement))
+
+    serving = [r for r in rows if r.get("mode") == "serving"]
+    if serving:
+        print()
+        print("| serving (IModelHandle.Predict) | requests | p50 ms | p99 ms | p99 ÷ idle p99 |")
+        print("|---|---:|---:|---:|---:|")
+        idle = next((r["p99_ms"] for r in serving if r["phase"] == "idle"), None)
+        for r in serving:
+            rel = f"{r['p99_ms'] / idle:.2f}×" if idle else "—"
+            print(f"| {r['phase']} | {r['requests']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {rel} |")
+
+    memory = next((r for r in rows if r.get("mode") == "memory-summary"), None)
+    if memory:
+        print()
+        print(f"memory, {memory['rounds']} rounds ({memory['seconds_per_round'] * 1000:.0f} ms each): peak RSS "
+              f"{memory['peak_rss_mb']:.0f} MB; RSS at round {memory['first_sample_round']} {memory['first_sample_rss_mb']:.1f} MB, "
+              f"at the end {memory['last_rss_mb']:.1f} MB (growth {memory['rss_growth_mb']:+.1f} MB, managed "
+              f"{memory['managed_growth_mb']:+.2f} MB)")
+
+    verdicts = []
+    for w in workloads:
+        ours, ts, pt = train.get(("OnnxTune", w)), train.get(("TorchSharp", w)), train.get(("PyTorch", w))
+        if ours and ts:
+            q = ours["median_ms"] / ts["median_ms"]
+            verdicts.append(f"{w} ≤ TorchSharp: {'met' if q <= 1 else 'missed'} ({q:.2f}×)")
+        if ours and pt and w in ("W2", "W3"):
+            q = ours["median_ms"] / pt["median_ms"]
+            verdicts.append(f"{w} ≤ 1.2× PyTorch: {'met' if q <= 1.2 else 'missed'} ({q:.2f}×)")
+    if serving:
+        idle = next((r["p99_ms"] for r in serving if r["phase"] == "idle"), None)
+        busy = next((r["p99_ms"] for r in serving if r["phase"] == "training"), None)
+        if idle and busy:
+            verdicts.append(f"serving p99 under training ≤ 1.5× idle: {'met' if busy <= 1.5 * idle else 'missed'} ({busy / idle:.2f}×)")
+    if memory:
+        verdicts.append(f"no memory growth: {'met' if memory['rss_growth_mb'] <= 5 and memory['managed_growth_mb'] <= 1 else 'missed'} "
+                        f"({memory['rss_growth_mb']:+.1f} MB RSS)")
+    if verdicts:
+        print()
+        print("targets: " + "; ".join(verdicts))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: report.py results.jsonl")
+    main(sys.argv[1])

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Issue 5 benchmark: builds Release, then runs OnnxTune, TorchSharp and PyTorch+OpenBLAS on W1–W3 one after the
+# other (never concurrently; per workload: OnnxTune, TorchSharp, PyTorch) plus the ONNX Runtime SGEMM ceiling, and
+# prints one table. All three start from the same initial weights and batch (TorchSharp --dump-init).
+#
+# usage: benchmarks/run.sh [--workloads W1,W2,W3] [--steps N] [--warmup N] [--serving] [--memory] [--all] [--out DIR]
+#   --steps/--warmup  override the spec (smoke runs only)
+#   --serving         also run OnnxTune.Benchmarks.Serving (p50/p99 idle, under training, across swaps)
+#   --memory          also run 1000 small rounds (OnnxTune.Benchmarks --memory-rounds 1000)
+#   --all             --serving and --memory
+#   --out DIR         keep the raw JSON lines in DIR (default: a temp folder, printed at the end)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+
+workloads=W1,W2,W3 serving=0 memory=0 out="" extra=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --workloads) workloads="$2"; shift 2 ;;
+    --steps|--warmup) extra+=("$1" "$2"); shift 2 ;;
+    --serving) serving=1; shift ;;
+    --memory) memory=1; shift ;;
+    --all) serving=1; memory=1; shift ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+out="${out:-$(mktemp -d -t onnxtune-bench-XXXXXX)}"
+mkdir -p "$out/init"
+results="$out/results.jsonl"
+: > "$results"
+
+echo "== building Release" >&2
+for p in OnnxTune.Benchmarks OnnxTune.Benchmarks.TorchSharp OnnxTune.Benchmarks.Serving; do
+  dotnet build "$here/$p/$p.csproj" -c Release -nologo -v q -clp:ErrorsOnly >&2
+done
+bin() { echo "$here/$1/bin/Release/net10.0/$1"; }
+onnxtune="$(bin OnnxTune.Benchmarks)"
+torchsharp="$(bin OnnxTune.Benchmarks.TorchSharp)"
+
+load() { printf '{"mode":"load","at":"%s","phase":"%s","loadavg":"%s"}\n' "$(date -u +%FT%TZ)" "$1" "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$results"; }
+{
+  printf '{"mode":"machine","cpu":"%s","cores":%s,"kernel":"%s"}\n' \
+    "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" "$(nproc)" "$(uname -r)"
+} >> "$results"
+
+echo "== initial weights (TorchSharp --dump-init)" >&2
+"$torchsharp" --workloads "$workloads" --dump-init "$out/init" 2>&1 >/dev/null | sed 's/^/   /' >&2
+
+echo "== SGEMM ceiling through ONNX Runtime" >&2
+load sgemm
+"$onnxtune" --sgemm --workloads "$workloads" | tee -a "$results" >&2
+
+for w in ${workloads//,/ }; do
+  echo "== $w" >&2
+  load "$w"
+  "$onnxtune" --workloads "$w" --init "$out/init" "${extra[@]}" | tee -a "$results" >&2
+  "$torchsharp" --workloads "$w" "${extra[@]}" | tee -a "$results" >&2
+  "$here/pytorch/run.sh" --workloads "$w" --init "$out/init" "${extra[@]}" | tee -a "$results" >&2
+done
+load end
+
+if [[ $serving == 1 ]]; then
+  echo "== serving under training" >&2
+  load serving
+  "$(bin OnnxTune.Benchmarks.Serving)" | tee -a "$results" >&2
+fi
+if [[ $memory == 1 ]]; then
+  echo "== memory: 1000 rounds" >&2
+  load memory
+  "$onnxtune" --memory-rounds 1000 | tee -a "$results" >&2
+fi
+
+python3 "$here/report.py" "$results"
+echo "raw results: $results" >&2
