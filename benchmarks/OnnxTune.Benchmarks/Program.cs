@@ -4,6 +4,7 @@ using System.Text.Json;
 using Microsoft.ML.OnnxRuntime;
 using OnnxTune.Benchmarks;
 using OnnxTune.Benchmarks.Workloads;
+using OnnxTune.Training;
 
 // OnnxTune side of the training-step benchmark (issue 5). Modes:
 //   (default)          train W1–W3 and print one JSON line per workload (same keys as the peers + a step breakdown)
@@ -76,26 +77,25 @@ namespace OnnxTune.Benchmarks
         }
     }
 
-    /// <summary>ONNX Runtime session-option variants tried on top of OnnxTune's defaults (step 3 of issue 5).</summary>
+    /// <summary>ONNX Runtime session-option variants tried against OnnxTune's defaults (step 3 of issue 5).</summary>
     internal static class SessionVariants
     {
-        public static readonly string[] Names = ["default", "sequential", "no-spin", "extended", "basic", "no-mem-pattern", "sequential-no-spin"];
+        public static readonly string[] Names = ["default", "spin", "parallel", "spin-parallel", "extended", "basic", "no-mem-pattern"];
 
-        public static Action<SessionOptions>? For(string name) => name switch
+        /// <summary>Applies the variant; "spin-parallel" is what TrainingSession did before issue 5 with InterOpThreads = 1.</summary>
+        public static void Apply(string name, TrainingSessionOptions options)
         {
-            "default" => null,
-            "sequential" => so => so.ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            "no-spin" => so => so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"),
-            "sequential-no-spin" => so =>
+            options.AllowSpinning = name is "spin" or "spin-parallel";
+            options.ConfigureSessionOptions = name switch
             {
-                so.ExecutionMode = ExecutionMode.ORT_SEQUENTIAL;
-                so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
-            },
-            "extended" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "basic" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "no-mem-pattern" => so => so.EnableMemoryPattern = false,
-            _ => throw new ArgumentException($"unknown variant '{name}'"),
-        };
+                "default" or "spin" => null,
+                "parallel" or "spin-parallel" => so => so.ExecutionMode = ExecutionMode.ORT_PARALLEL,
+                "extended" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                "basic" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                "no-mem-pattern" => so => so.EnableMemoryPattern = false,
+                _ => throw new ArgumentException($"unknown variant '{name}'"),
+            };
+        }
     }
 
     internal static class BenchJson

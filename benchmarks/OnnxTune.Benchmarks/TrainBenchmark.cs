@@ -49,12 +49,9 @@ internal static class TrainBenchmark
     private static object Measure(WorkloadSpec spec, string dir, BenchArgs args)
     {
         ProcessMemory.ResetPeak();
-        using var session = TrainingSession.Open(dir, new TrainingSessionOptions
-        {
-            IntraOpThreads = WorkloadSpec.IntraOpThreads,
-            InterOpThreads = WorkloadSpec.InterOpThreads,
-            ConfigureSessionOptions = SessionVariants.For(args.Variant),
-        });
+        var sessionOptions = new TrainingSessionOptions { IntraOpThreads = WorkloadSpec.IntraOpThreads, InterOpThreads = WorkloadSpec.InterOpThreads };
+        SessionVariants.Apply(args.Variant, sessionOptions);
+        using var session = TrainingSession.Open(dir, sessionOptions);
         if (session.ParameterNames.Sum(n => session.GetParameter(n).LongLength) != spec.ParameterCount)
             throw new InvalidOperationException($"{spec.Name}: the ONNX model's parameter count differs from WorkloadSpec.ParameterCount ({spec.ParameterCount}).");
 

@@ -467,11 +467,9 @@ public sealed class TrainingSession : IDisposable
         try
         {
             if (options.IntraOpThreads > 0) so.IntraOpNumThreads = options.IntraOpThreads;
-            if (options.InterOpThreads > 0)
-            {
-                so.InterOpNumThreads = options.InterOpThreads;
-                so.ExecutionMode = ExecutionMode.ORT_PARALLEL;
-            }
+            so.ExecutionMode = ExecutionModeFor(options);
+            if (options.InterOpThreads > 0) so.InterOpNumThreads = options.InterOpThreads;
+            foreach (var (key, value) in SessionConfigEntries(options)) so.AddSessionConfigEntry(key, value);
             if (options.Device == ExecutionDevice.Cuda)
             {
                 var available = OrtEnv.Instance().GetAvailableProviders();
@@ -493,6 +491,15 @@ public sealed class TrainingSession : IDisposable
             throw;
         }
     }
+
+    // The parallel executor only pays off with more than one inter-op thread; with one it adds scheduling overhead.
+    internal static ExecutionMode ExecutionModeFor(TrainingSessionOptions options) =>
+        options.InterOpThreads > 1 ? ExecutionMode.ORT_PARALLEL : ExecutionMode.ORT_SEQUENTIAL;
+
+    internal static IReadOnlyList<KeyValuePair<string, string>> SessionConfigEntries(TrainingSessionOptions options) =>
+        options.AllowSpinning
+            ? []
+            : [new("session.intra_op.allow_spinning", "0"), new("session.inter_op.allow_spinning", "0")];
 
     private InferenceSession CreateSession(string fileName, int? seed)
     {

@@ -26,6 +26,14 @@ public sealed class TrainingSessionOptions
     /// <value>The default value is 0 (ONNX Runtime chooses).</value>
     public int InterOpThreads { get; set; }
 
+    /// <summary>
+    /// Gets or sets whether ONNX Runtime's pool threads spin while waiting for work. Spinning saves a little latency
+    /// on an idle machine but burns the cores an app's own work (and serving) needs; on a busy 2-core machine it made
+    /// training steps up to 2× slower (benchmarks/README.md).
+    /// </summary>
+    /// <value>The default value is false.</value>
+    public bool AllowSpinning { get; set; }
+
     /// <summary>Gets or sets the execution provider.</summary>
     /// <value>The default value is <see cref="ExecutionDevice.Cpu"/>.</value>
     public ExecutionDevice Device { get; set; } = ExecutionDevice.Cpu;

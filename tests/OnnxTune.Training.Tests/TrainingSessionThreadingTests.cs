@@ -1,0 +1,59 @@
+using Microsoft.ML.OnnxRuntime;
+using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Training.Tests.TestUtilities;
+using static OnnxTune.Training.Tests.TestUtilities.LinearRegressionArtifacts;
+
+namespace OnnxTune.Training.Tests;
+
+public sealed class TrainingSessionThreadingTests : IDisposable
+{
+    private readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    [Theory]
+    [InlineData(0, ExecutionMode.ORT_SEQUENTIAL)]
+    [InlineData(1, ExecutionMode.ORT_SEQUENTIAL)]
+    [InlineData(2, ExecutionMode.ORT_PARALLEL)]
+    public void Parallel_executor_only_with_more_than_one_inter_op_thread(int interOp, ExecutionMode expected) =>
+        Assert.Equal(expected, TrainingSession.ExecutionModeFor(new TrainingSessionOptions { InterOpThreads = interOp }));
+
+    [Fact]
+    public void Pool_threads_do_not_spin_unless_allowed()
+    {
+        var entries = TrainingSession.SessionConfigEntries(new TrainingSessionOptions());
+        Assert.Contains(new KeyValuePair<string, string>("session.intra_op.allow_spinning", "0"), entries);
+        Assert.Contains(new KeyValuePair<string, string>("session.inter_op.allow_spinning", "0"), entries);
+        Assert.Empty(TrainingSession.SessionConfigEntries(new TrainingSessionOptions { AllowSpinning = true }));
+    }
+
+    [Fact]
+    public void Thread_settings_do_not_change_results_and_run_time_is_counted()
+    {
+        var path = _dir.Combine("artifacts");
+        Create(path, new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = 0.05 });
+        var rng = new Random(3);
+        var x = Enumerable.Range(0, 6 * In).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var t = Enumerable.Range(0, 6 * Out).Select(_ => (float)rng.NextDouble()).ToArray();
+        var batch = new TrainingBatch().Add("x", x, 6, In).WithLabels(t, 6, Out);
+
+        float[] Train(TrainingSessionOptions options)
+        {
+            using var s = TrainingSession.Open(path, options);
+            Assert.Equal(0, s.TrainRunTicks);
+            for (var i = 0; i < 3; i++)
+            {
+                s.TrainStep(batch);
+                s.OptimizerStep();
+            }
+            Assert.True(s.TrainRunTicks > 0);
+            Assert.True(s.OptimizerRunTicks > 0);
+            return s.GetParameter("W");
+        }
+
+        var quiet = Train(new TrainingSessionOptions { IntraOpThreads = 1, InterOpThreads = 1 });
+        var spinning = Train(new TrainingSessionOptions { IntraOpThreads = 2, InterOpThreads = 2, AllowSpinning = true });
+        Assert.NotEqual(InitialW, quiet);
+        for (var i = 0; i < quiet.Length; i++) Assert.Equal(quiet[i], spinning[i], 6);
+    }
+}
