@@ -33,7 +33,7 @@ results="$out/results.jsonl"
 
 echo "== building Release" >&2
 for p in OnnxTune.Benchmarks OnnxTune.Benchmarks.TorchSharp OnnxTune.Benchmarks.Serving; do
-  dotnet build "$here/$p/$p.csproj" -c Release -nologo -v q -clp:ErrorsOnly >&2
+  dotnet build "$here/$p/$p.csproj" -c Release -nologo -v q > "$out/build-$p.log" 2>&1 || { cat "$out/build-$p.log" >&2; exit 1; }
 done
 bin() { echo "$here/$1/bin/Release/net10.0/$1"; }
 onnxtune="$(bin OnnxTune.Benchmarks)"

@@ -7,7 +7,7 @@ namespace OnnxTune.Benchmarks;
 /// <summary>
 /// N consecutive small fine-tuning rounds as the hosted service runs them: open a TrainingSession on the W1 head
 /// artifacts, a few train + optimizer steps, save a checkpoint, export the inference model, dispose. RSS is sampled
-/// every 100 rounds; steady state is compared between the first sample and the last.
+/// every 100 rounds; steady state is the RSS slope over the second half of the rounds.
 /// </summary>
 internal static class MemoryRounds
 {
@@ -60,6 +60,15 @@ internal static class MemoryRounds
             }
             var first = samples[0];
             var last = samples[^1];
+            // Steady state: the least-squares slope of RSS over the second half of the rounds (allocator warm-up,
+            // e.g. glibc arenas filling, happens in the first few hundred rounds and is not growth).
+            var steady = samples.Where(x => x.Round > rounds / 2).ToArray();
+            double slopePer1000 = 0;
+            if (steady.Length > 1)
+            {
+                double mx = steady.Average(x => x.Round), my = steady.Average(x => x.RssMb);
+                slopePer1000 = 1000 * steady.Sum(x => (x.Round - mx) * (x.RssMb - my)) / steady.Sum(x => (x.Round - mx) * (x.Round - mx));
+            }
             print(new
             {
                 Mode = "memory-summary",
@@ -73,6 +82,7 @@ internal static class MemoryRounds
                 MaxRssAfterFirstSampleMb = Math.Round(samples.Max(x => x.RssMb), 1),
                 RssGrowthMb = Math.Round(last.RssMb - first.RssMb, 1),
                 ManagedGrowthMb = Math.Round(last.ManagedMb - first.ManagedMb, 2),
+                SteadyRssSlopeMbPer1000Rounds = Math.Round(slopePer1000, 2),
             });
         }
         finally

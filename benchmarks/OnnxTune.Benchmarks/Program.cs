@@ -11,6 +11,7 @@ using OnnxTune.Training;
 //   --sgemm            the SGEMM ceiling through ONNX Runtime: one MatMul per main shape of each workload
 //   --memory-rounds N  N consecutive small fine-tuning rounds; RSS every 100 rounds
 // Usage: [--workloads W1,W2,W3] [--steps N] [--warmup N] [--init DIR] [--variant NAME] [--sgemm] [--memory-rounds N]
+//        [--profile PREFIX]  (ONNX Runtime profiling of all three sessions; summarise with profile.py)
 try
 {
     var options = BenchArgs.Parse(args);
@@ -32,7 +33,7 @@ catch (ArgumentException e)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     Console.Error.WriteLine("usage: OnnxTune.Benchmarks [--workloads W1,W2,W3] [--steps N] [--warmup N] [--init DIR] [--variant "
-        + string.Join("|", SessionVariants.Names) + "] [--sgemm] [--memory-rounds N]");
+        + string.Join("|", SessionVariants.Names) + "] [--sgemm] [--memory-rounds N] [--profile PREFIX]");
     return 2;
 }
 
@@ -41,13 +42,13 @@ static void Print(object result) => Console.WriteLine(JsonSerializer.Serialize(r
 namespace OnnxTune.Benchmarks
 {
     internal sealed record BenchArgs(IReadOnlyList<WorkloadSpec> Workloads, int? Steps, int? Warmup, string? InitDirectory,
-        string Variant, bool Sgemm, int? MemoryRounds)
+        string Variant, bool Sgemm, int? MemoryRounds, string? ProfilePrefix)
     {
         public static BenchArgs Parse(string[] args)
         {
             IReadOnlyList<WorkloadSpec> workloads = WorkloadSpec.All;
             int? steps = null, warmup = null, rounds = null;
-            string? init = null;
+            string? init = null, profile = null;
             var variant = "default";
             var sgemm = false;
             for (var i = 0; i < args.Length; i++)
@@ -65,6 +66,7 @@ namespace OnnxTune.Benchmarks
                     case "--warmup": warmup = Positive("--warmup", 0); break;
                     case "--memory-rounds": rounds = Positive("--memory-rounds", 1); break;
                     case "--init": init = Next(); break;
+                    case "--profile": profile = Next(); break;
                     case "--sgemm": sgemm = true; break;
                     case "--variant":
                         variant = Next();
@@ -73,7 +75,7 @@ namespace OnnxTune.Benchmarks
                     default: throw new ArgumentException($"unknown argument '{args[i]}'");
                 }
             }
-            return new BenchArgs(workloads, steps, warmup, init, variant, sgemm, rounds);
+            return new BenchArgs(workloads, steps, warmup, init, variant, sgemm, rounds, profile);
         }
     }
 

@@ -51,6 +51,17 @@ internal static class TrainBenchmark
         ProcessMemory.ResetPeak();
         var sessionOptions = new TrainingSessionOptions { IntraOpThreads = WorkloadSpec.IntraOpThreads, InterOpThreads = WorkloadSpec.InterOpThreads };
         SessionVariants.Apply(args.Variant, sessionOptions);
+        if (args.ProfilePrefix is { } prefix)
+        {
+            var configure = sessionOptions.ConfigureSessionOptions;
+            sessionOptions.ConfigureSessionOptions = so =>
+            {
+                configure?.Invoke(so);
+                // The prefix first: the EnableProfiling setter passes the current prefix to ONNX Runtime.
+                so.ProfileOutputPathPrefix = $"{prefix}-{spec.Name}";
+                so.EnableProfiling = true;
+            };
+        }
         using var session = TrainingSession.Open(dir, sessionOptions);
         if (session.ParameterNames.Sum(n => session.GetParameter(n).LongLength) != spec.ParameterCount)
             throw new InvalidOperationException($"{spec.Name}: the ONNX model's parameter count differs from WorkloadSpec.ParameterCount ({spec.ParameterCount}).");
