@@ -65,6 +65,8 @@ if [[ $serving == 1 ]]; then
   echo "== serving under training" >&2
   load serving
   "$(bin OnnxTune.Benchmarks.Serving)" | tee -a "$results" >&2
+  # The same with the serving session held to one thread (cores − TrainingThreads on a 2-core machine).
+  "$(bin OnnxTune.Benchmarks.Serving)" --inference-threads 1 | tee -a "$results" >&2
 fi
 if [[ $memory == 1 ]]; then
   echo "== memory: 1000 rounds" >&2

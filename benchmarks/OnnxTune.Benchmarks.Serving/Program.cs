@@ -13,11 +13,12 @@ using OnnxTune.Training;
 // the app idle, while a fine-tuning loop runs in the background with the default thread budget
 // (OnDeviceFineTuningOptions.TrainingThreads), across swaps (ModelVersionStore.RollbackAsync every N ms), and both.
 // The served model is W2's architecture (one MiniLM-sized BERT layer + classifier); a request is one sequence.
-// usage: [--requests N] [--think-ms N] [--swap-ms N] [--seq N]
+// usage: [--requests N] [--think-ms N] [--swap-ms N] [--seq N] [--inference-threads N (OnDeviceFineTuningOptions.InferenceThreads; 0 = ONNX Runtime's default)]
 var requests = Int("--requests", 1000);
 var thinkMs = Int("--think-ms", 2);
 var swapMs = Int("--swap-ms", 250);
 var seq = Int("--seq", 64);
+var inferenceThreads = Int("--inference-threads", 0);
 var json = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
 var root = Path.Combine(Path.GetTempPath(), $"onnxtune-bench-serving-{Environment.ProcessId}");
@@ -36,6 +37,7 @@ try
     {
         o.ArtifactsPath = artifacts;
         o.ModelStorePath = Path.Combine(root, "store");
+        o.InferenceThreads = inferenceThreads;
     });
     using var provider = services.BuildServiceProvider();
     var handle = provider.GetRequiredService<IModelHandle>();
@@ -125,6 +127,7 @@ try
             Requests = requests,
             ThinkMs = thinkMs,
             Sequence = seq,
+            InferenceThreads = inferenceThreads,
             P50Ms = Math.Round(Percentile(latencies, 50), 3),
             P99Ms = Math.Round(Percentile(latencies, 99), 3),
             MaxMs = Math.Round(latencies[^1], 3),
