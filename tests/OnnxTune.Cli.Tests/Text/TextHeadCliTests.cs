@@ -149,6 +149,38 @@ public sealed partial class TextHeadCliTests(MiniLmTextFixture fx, ITestOutputHe
         Assert.True(double.Parse(after.Groups[2].Value, CultureInfo.InvariantCulture) < double.Parse(before.Groups[2].Value, CultureInfo.InvariantCulture), eval.Out);
     }
 
+    [Fact]
+    public void Token_classification_head_trains_from_safetensors_with_ignored_positions()
+    {
+        using var work = new TempDir();
+        File.Copy(fx["model.onnx"], work["model.onnx"]);
+        File.Copy(fx["vocab.txt"], work["vocab.txt"]);
+        CliRunner.Run(work.Path, "artifacts", "model.onnx", "--out", "art", "--head", "token-classification", "--classes", "3", "--trainable-layers", "1", "--lr", "0.003").Expect(0);
+        // [CLS] w w w [SEP] [PAD] rows; special tokens and padding carry -100.
+        long[] ids = [101, 2054, 2003, 1996, 102, 0, 101, 2377, 2070, 102, 0, 0, 101, 3198, 2019, 8285, 2005, 102, 101, 2131, 102, 0, 0, 0];
+        long[] mask = ids.Select(i => i == 0 ? 0L : 1L).ToArray();
+        long[] labels = ids.Select(i => i is 0 or 101 or 102 ? -100L : i % 3).ToArray();
+        new OnnxTune.Training.SafeTensors.SafeTensorsFile(
+        [
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("input_ids", ids, 4, 6),
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("attention_mask", mask, 4, 6),
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("token_type_ids", new long[24], 4, 6),
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("labels", labels, 4, 6),
+        ]).Write(work["tokens.safetensors"]);
+        var result = TrainCommand.Run(new CliContext(TextWriter.Null, TextWriter.Null, work.Path),
+            new TrainSettings("art", "tokens.safetensors", "trained", Epochs: 8, BatchSize: 2, Seed: 0));
+        log.WriteLine(string.Join(", ", result.EpochMeanLosses.Select(l => l.ToString("F4", CultureInfo.InvariantCulture))));
+        Assert.All(result.StepLosses, l => Assert.True(float.IsFinite(l)));
+        Assert.True(result.EpochMeanLosses[^1] < 0.7 * result.EpochMeanLosses[0], string.Join(", ", result.EpochMeanLosses));
+
+        using var session = new InferenceSession(work["trained/model.onnx"]);
+        using var idsValue = OrtValue.CreateTensorValueFromMemory(ids[..6], [1, 6]);
+        using var maskValue = OrtValue.CreateTensorValueFromMemory(mask[..6], [1, 6]);
+        using var typesValue = OrtValue.CreateTensorValueFromMemory(new long[6], [1, 6]);
+        using var outputs = session.Run(new RunOptions(), ["input_ids", "attention_mask", "token_type_ids"], [idsValue, maskValue, typesValue], ["logits"]);
+        Assert.Equal([1L, 6L, 3L], outputs[0].GetTensorTypeAndShape().Shape);
+    }
+
     [GeneratedRegex(@"graph nodes: inference (\d+), training (\d+)")]
     private static partial Regex NodeCounts();
 

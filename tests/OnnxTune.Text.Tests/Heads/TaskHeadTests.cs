@@ -151,7 +151,7 @@ public sealed class TaskHeadTests(MiniLmFixture fixture, ITestOutputHelper log)
         Assert.Contains("no output 'nope'", Assert.Throws<TaskHeadException>(() => TaskHeadBuilder.Build(Encoder, new TaskHeadOptions { EncoderOutput = "nope" })).Message);
         Assert.Contains("'mask'", Assert.Throws<TaskHeadException>(() => TaskHeadBuilder.Build(Encoder, new TaskHeadOptions { AttentionMaskInput = "mask" })).Message);
         var once = TaskHeadBuilder.Build(Encoder, new TaskHeadOptions { Kind = TaskHeadKind.TokenClassification, Outputs = 2 });
-        Assert.Contains("has a head already", Assert.Throws<TaskHeadException>(() => TaskHeadBuilder.Build(once.Model, new TaskHeadOptions { EncoderOutput = "logits", HiddenSize = 2 })).Message);
+        Assert.Contains("have a head already", Assert.Throws<TaskHeadException>(() => TaskHeadBuilder.Build(once.Model, new TaskHeadOptions { EncoderOutput = "logits", HiddenSize = 2 })).Message);
     }
 
     private static bool TrainingMode(ModelProto model)
