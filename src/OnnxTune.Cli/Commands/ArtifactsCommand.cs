@@ -154,15 +154,20 @@ internal static class ArtifactsCommand
             options = options with { Properties = new Dictionary<string, string>(options.Properties.Concat(text.ToProperties())) };
         }
 
-        EncoderLayerMap? layerMap = null;
-        if (head.TrainableLayers is { } k)
+        // On a BERT-style encoder, selection goes through the layer map: --trainable-layers picks whole blocks, and
+        // globs also match the inferred names of unnamed weights (927 is encoder.layer.0.attention.self.query.weight).
+        EncoderLayerMap? layerMap = EncoderLayerMap.Create(model);
+        if (layerMap.LayerCount == 0)
         {
-            layerMap = EncoderLayerMap.Create(model);
-            if (layerMap.LayerCount == 0)
+            if (head.TrainableLayers is not null)
                 throw new CliArgumentException("--trainable-layers needs a BERT-style encoder (parameters named like encoder.layer.<i>.*); this model has none.");
-            var names = layerMap.HeadAndTopLayers(k);
-            options = options with { Selection = options.Selection with { TrainableNames = names } };
-            if (head.Head is null)
+            layerMap = null;
+        }
+        else
+        {
+            var names = layerMap.Select(head.TrainableLayers, options.Selection.Trainable, options.Selection.Frozen);
+            options = options with { Selection = new ParameterSelection { TrainableNames = names } };
+            if (head.Head is null && head.TrainableLayers is { } k)
                 options = options with { Properties = new Dictionary<string, string>(options.Properties) { [TextModelSettings.TrainableLayersKey] = k.ToString(CultureInfo.InvariantCulture) } };
         }
 

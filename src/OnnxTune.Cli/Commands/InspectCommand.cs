@@ -66,7 +66,7 @@ internal static class InspectCommand
             foreach (var a in layerMap.Assignments)
             {
                 var mark = trainable is null ? "" : trainable.Contains(a.Parameter) ? "T " : "  ";
-                var via = a.Via is null ? "" : $"  (via {a.Via})";
+                var via = a.Via is null ? "" : a.InferredName is { } inferred ? $"  (via {a.Via}: {inferred})" : $"  (via {a.Via})";
                 w.WriteLine($"  {mark}{a.Parameter.PadRight(nameWidth)} {shapes[a.Parameter].PadRight(shapeWidth)}  {a.Block ?? "? (not assigned)"}{via}");
             }
             var unassigned = layerMap.Assignments.Count(a => a.Block is null);

@@ -54,6 +54,9 @@ public static class TaskHeadBuilder
             throw new TaskHeadException($"Dropout must be in [0, 1) (got {options.Dropout}).");
         if (encoder.Graph is null)
             throw new TaskHeadException("The encoder model has no graph.");
+        var opset = encoder.OpsetImport.FirstOrDefault(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx")?.Version ?? 0;
+        if (opset < 13)
+            throw new TaskHeadException($"The encoder uses opset {opset}; task heads are written in opset 13 forms (Unsqueeze/ReduceSum axes as inputs). Convert the model to opset 13 or newer first.");
 
         var model = encoder.Clone();
         var g = model.Graph;

@@ -11,7 +11,14 @@ namespace OnnxTune.Text.Layers;
 /// <param name="Block"><c>embeddings</c>, <c>encoder.layer.&lt;i&gt;</c>, <c>pooler</c>, <c>head</c>, or null when unknown.</param>
 /// <param name="Layer">The encoder layer index for <c>encoder.layer.&lt;i&gt;</c>, otherwise null.</param>
 /// <param name="Via">Null when the name itself told; otherwise the named parameter found by following the graph.</param>
-public sealed record LayerAssignment(string Parameter, string? Block, int? Layer, string? Via);
+public sealed record LayerAssignment(string Parameter, string? Block, int? Layer, string? Via)
+{
+    /// <summary>
+    /// For an unnamed weight placed via a bias (<c>….query.bias</c>), the name PyTorch gives it
+    /// (<c>….query.weight</c>); otherwise null. Globs match it as well as <see cref="Parameter"/>.
+    /// </summary>
+    public string? InferredName => Via is { } v && v.EndsWith(".bias", StringComparison.Ordinal) ? v[..^".bias".Length] + ".weight" : null;
+}
 
 /// <summary>
 /// Assigns every float initializer of a BERT-style encoder export (optionally with a task head) to a block:
@@ -78,6 +85,43 @@ public sealed partial class EncoderLayerMap
         if (names.Count == 0)
             throw new LayerSelectionException("The model has no head parameters (head.*) and no encoder layer was selected: nothing would train.");
         return names;
+    }
+
+    /// <summary>
+    /// Parameters whose name or <see cref="LayerAssignment.InferredName"/> matches a glob (<c>*</c>, <c>?</c>), so
+    /// <c>encoder.layer.5.attention.*</c> also reaches the layer's unnamed attention matrices, while <c>*.bias</c>
+    /// stays biases only.
+    /// </summary>
+    /// <exception cref="LayerSelectionException">The glob matches nothing.</exception>
+    public IReadOnlyList<string> Match(string glob, string flag = "glob")
+    {
+        ArgumentNullException.ThrowIfNull(glob);
+        var regex = new Regex("^" + Regex.Escape(glob).Replace("\\*", ".*", StringComparison.Ordinal).Replace("\\?", ".", StringComparison.Ordinal) + "$", RegexOptions.CultureInvariant);
+        var hits = Assignments.Where(a => regex.IsMatch(a.Parameter) || (a.InferredName is { } n && regex.IsMatch(n))).Select(a => a.Parameter).ToList();
+        if (hits.Count == 0)
+            throw new LayerSelectionException($"{flag} '{glob}' matches no float initializer of the model (some names: {string.Join(", ", Assignments.Take(8).Select(a => a.Parameter))}{(Assignments.Count > 8 ? ", ..." : "")}).");
+        return hits;
+    }
+
+    /// <summary>
+    /// The trainable set: the head plus the top <paramref name="layers"/> encoder layers (none when null), plus
+    /// every <paramref name="trainable"/> glob match, minus every <paramref name="frozen"/> glob match (see <see cref="Match"/>);
+    /// with neither layers nor trainable globs, every parameter before the frozen ones are removed. Graph order.
+    /// </summary>
+    /// <exception cref="LayerSelectionException">A glob matches nothing, too many layers are asked for, or nothing is left.</exception>
+    public IReadOnlyList<string> Select(int? layers, IEnumerable<string> trainable, IEnumerable<string> frozen)
+    {
+        ArgumentNullException.ThrowIfNull(trainable);
+        ArgumentNullException.ThrowIfNull(frozen);
+        var set = new HashSet<string>(StringComparer.Ordinal);
+        var trainGlobs = trainable.ToList();
+        if (layers is { } k) set.UnionWith(HeadAndTopLayers(k));
+        else if (trainGlobs.Count == 0) set.UnionWith(Assignments.Select(a => a.Parameter));
+        foreach (var g in trainGlobs) set.UnionWith(Match(g, "--trainable"));
+        foreach (var g in frozen) set.ExceptWith(Match(g, "--frozen"));
+        if (set.Count == 0)
+            throw new LayerSelectionException("No trainable parameters are left after applying the layer, trainable and frozen selections.");
+        return Assignments.Select(a => a.Parameter).Where(set.Contains).ToList();
     }
 
     /// <summary>Builds the map of a model.</summary>

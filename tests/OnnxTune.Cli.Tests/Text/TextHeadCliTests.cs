@@ -59,12 +59,31 @@ public sealed partial class TextHeadCliTests(MiniLmTextFixture fx, ITestOutputHe
     }
 
     [Fact]
+    public void Trainable_layers_combine_with_trainable_and_frozen_globs()
+    {
+        using var work = new TempDir();
+        CliRunner.Run(fx.Dir, "artifacts", "model.onnx", "--out", work["art"], "--head", "classification", "--classes", "4",
+            "--trainable-layers", "1", "--trainable", "embeddings.LayerNorm.*", "--frozen", "encoder.layer.5.attention.*").Expect(0);
+        var manifest = ArtifactManifest.Load(work["art"]);
+        var map = EncoderLayerMap.Create(OnnxModelReader.Load(Path.Combine(work["art"], manifest.Files.InferenceModel)));
+        var trainable = manifest.TrainableParameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+        // Layer 5 loses its attention biases and LayerNorm by name, and its unnamed attention matrices (992, 993, 996,
+        // 1002) through their inferred names (encoder.layer.5.attention.self.query.weight, ...).
+        Assert.Equal("encoder.layer.5.attention.self.query.weight", map["992"].InferredName);
+        var expected = map.Assignments.Where(a => a.Block == "encoder.layer.5" && !(a.InferredName ?? a.Parameter).StartsWith("encoder.layer.5.attention.", StringComparison.Ordinal)).Select(a => a.Parameter)
+            .Concat(["head.dense.weight", "head.dense.bias", "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"]).ToHashSet(StringComparer.Ordinal);
+        Assert.True(expected.SetEquals(trainable), $"trainable: {string.Join(", ", trainable.Order(StringComparer.Ordinal))}");
+        Assert.Equal(2 + 2 + 6, trainable.Count); // head, embeddings LayerNorm, layer 5 intermediate/output dense and output LayerNorm
+        Assert.Equal("1", manifest.Properties[TextModelSettings.TrainableLayersKey]);
+    }
+
+    [Fact]
     public void Inspect_prints_the_layer_of_every_parameter()
     {
         var run = CliRunner.Run(fx.Dir, "inspect", "art").Expect(0);
         Assert.Contains("layers: 6 encoder layers", run.Out, StringComparison.Ordinal);
-        Assert.Matches(@"T 992\s+\[384, 384\]\s+encoder\.layer\.5\s+\(via encoder\.layer\.5\.attention\.self\.query\.bias\)", run.Out);
-        Assert.Matches(@"\n\s+927\s+\[384, 384\]\s+encoder\.layer\.0\s+\(via encoder\.layer\.0\.attention\.self\.query\.bias\)", run.Out);
+        Assert.Matches(@"T 992\s+\[384, 384\]\s+encoder\.layer\.5\s+\(via encoder\.layer\.5\.attention\.self\.query\.bias: encoder\.layer\.5\.attention\.self\.query\.weight\)", run.Out);
+        Assert.Matches(@"\n\s+927\s+\[384, 384\]\s+encoder\.layer\.0\s+\(via encoder\.layer\.0\.attention\.self\.query\.bias: encoder\.layer\.0\.attention\.self\.query\.weight\)", run.Out);
         Assert.Matches(@"T head\.dense\.weight\s+\[150, 384\]\s+head", run.Out);
         Assert.Matches(@"embeddings\.word_embeddings\.weight\s+\[30522, 384\]\s+embeddings", run.Out);
     }

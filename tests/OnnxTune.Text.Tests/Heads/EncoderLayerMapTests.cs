@@ -78,6 +78,14 @@ public sealed class EncoderLayerMapTests(MiniLmFixture fixture)
         Assert.Equal(("embeddings", "bert.embeddings.LayerNorm.weight"), (map["12"].Block, map["12"].Via));
         Assert.Null(map["13"].Block);
         Assert.Equal(4, map.LayerCount);
+        Assert.Equal("bert.encoder.layer.3.output.dense.weight", map["11"].InferredName);
+        Assert.Null(map["12"].InferredName);
+        // Globs see inferred names: the unnamed 11 is a ".weight", so "*.bias" leaves it out and "*dense*" takes it.
+        Assert.Equal(["bert.encoder.layer.3.output.dense.bias"], map.Match("*.bias"));
+        Assert.Equal(["11", "bert.encoder.layer.3.output.dense.bias"], map.Match("*.dense.*"));
+        Assert.Equal(["11", "bert.embeddings.LayerNorm.weight"], map.Select(1, ["*LayerNorm*"], ["*.bias"]));
+        Assert.Equal(["12", "bert.embeddings.LayerNorm.weight", "13"], map.Select(null, [], ["*layer.3*"]));
+        Assert.Contains("--frozen 'nope*' matches no", Assert.Throws<LayerSelectionException>(() => map.Select(null, [], ["nope*"])).Message);
         Assert.Equal(["11", "bert.encoder.layer.3.output.dense.bias"], map.HeadAndTopLayers(1).Order(StringComparer.Ordinal));
     }
 }
