@@ -44,6 +44,15 @@ public sealed class EngineRoundTests : IDisposable
             await h.Writer.WriteAsync(Feedback.ForTensors(Clusters.Tensors(x), poison ? (y + 1) % Clusters.Classes : y));
     }
 
+    /// <summary>The service deletes the round folder right after raising RoundCompleted; give it a moment.</summary>
+    private static async Task AssertRoundsCleanedAsync(Harness h)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while (Directory.Exists(h.Service.RoundsRoot) && Directory.EnumerateFileSystemEntries(h.Service.RoundsRoot).Any() && DateTime.UtcNow < deadline)
+            await Task.Delay(10);
+        Assert.Empty(Directory.Exists(h.Service.RoundsRoot) ? Directory.EnumerateFileSystemEntries(h.Service.RoundsRoot) : []);
+    }
+
     private static long MetricSteps(ModelVersionInfo v)
     {
         using var doc = JsonDocument.Parse(File.ReadAllText(v.MetricsPath));
@@ -81,7 +90,7 @@ public sealed class EngineRoundTests : IDisposable
         var (meta, _) = CheckpointStore.Load(version.CheckpointPath);
         Assert.True(steps > 0);
         Assert.Equal(steps, meta.Step);
-        Assert.Empty(Directory.EnumerateFileSystemEntries(h.Service.RoundsRoot));
+        await AssertRoundsCleanedAsync(h);
     }
 
     [Fact]
@@ -108,7 +117,7 @@ public sealed class EngineRoundTests : IDisposable
         Assert.Equal(servingAccuracy, Clusters.Accuracy(h.Handle, _test));
         for (var i = 0; i < probe.Count; i++)
             Assert.Equal(probe[i], h.Handle.Predict(Clusters.Tensors(_test[i].X)).Outputs[Clusters.Output].FloatData!);
-        Assert.Empty(Directory.EnumerateFileSystemEntries(h.Service.RoundsRoot));
+        await AssertRoundsCleanedAsync(h);
     }
 
     [Fact]
