@@ -107,6 +107,15 @@ public sealed class TrainingSessionFineTuningRoundTests : IDisposable
     }
 
     [Fact]
+    public async Task Artifacts_without_a_cross_entropy_loss_are_refused_by_name()
+    {
+        var input = Input("w", Records(4, 1, "r")) with { Manifest = _manifest with { Loss = _manifest.Loss with { Kind = LossKind.Mse } } };
+        var e = await Assert.ThrowsAsync<OnnxTuneException>(() => _engine.RunAsync(input, CancellationToken.None));
+        Assert.Contains("Mse", e.Message, StringComparison.Ordinal);
+        Assert.Contains("cross-entropy", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Weight_zero_records_are_skipped()
     {
         var records = Records(20, seed: 1, "r").Select((r, i) => i < 4 ? r : r with { Weight = 0 }).ToList();
