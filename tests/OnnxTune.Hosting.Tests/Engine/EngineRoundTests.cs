@@ -28,8 +28,9 @@ public sealed class EngineRoundTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private Task<Harness> StartAsync() => Harness.StartAsync(_dir, round: null, o =>
+    private Task<Harness> StartAsync(double replayRatio = 1.0) => Harness.StartAsync(_dir, round: null, o =>
     {
+        o.ReplayRatio = replayRatio;
         o.LearningRate = 0.01;
         o.EpochsPerRound = 5;
         o.BatchSize = 16;
@@ -96,7 +97,8 @@ public sealed class EngineRoundTests : IDisposable
     [Fact]
     public async Task Round_on_poisoned_labels_is_rejected_and_serving_stays()
     {
-        await using var h = await StartAsync();
+        // Poison outweighs the replayed clean records (4:1), so the candidate learns the shifted labels.
+        await using var h = await StartAsync(replayRatio: 0.25);
         await WriteAsync(h, Clusters.Sample(160, seed: 1));
         var first = await h.NextRoundAsync();
         Assert.Equal(RoundOutcome.Promoted, first.Outcome);
