@@ -28,11 +28,11 @@ public sealed class EngineRoundTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private Task<Harness> StartAsync(double replayRatio = 1.0) => Harness.StartAsync(_dir, round: null, o =>
+    private Task<Harness> StartAsync(double replayRatio = 1.0, int epochs = 5) => Harness.StartAsync(_dir, round: null, o =>
     {
         o.ReplayRatio = replayRatio;
         o.LearningRate = 0.01;
-        o.EpochsPerRound = 5;
+        o.EpochsPerRound = epochs;
         o.BatchSize = 16;
         o.MinHeldOutImprovement = 0;
         o.GoldenSetPath = _golden;
@@ -120,6 +120,38 @@ public sealed class EngineRoundTests : IDisposable
         for (var i = 0; i < probe.Count; i++)
             Assert.Equal(probe[i], h.Handle.Predict(Clusters.Tensors(_test[i].X)).Outputs[Clusters.Output].FloatData!);
         await AssertRoundsCleanedAsync(h);
+    }
+
+    [Fact]
+    public async Task Stopping_the_host_mid_round_cancels_training_and_keeps_nothing()
+    {
+        var h = await StartAsync(epochs: 1000);
+        try
+        {
+            await WriteAsync(h, Clusters.Sample(160, seed: 1));
+            var work = Path.Combine(h.Service.RoundsRoot, "000001");
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (!Directory.Exists(work))
+            {
+                Assert.True(DateTime.UtcNow < deadline, "round 1 did not start within 10 s");
+                h.Time.Advance(TimeSpan.FromSeconds(1));
+                await Task.Delay(20);
+            }
+            await Task.Delay(100); // inside the epochs now (1000 epochs take far longer than this)
+            var stop = System.Diagnostics.Stopwatch.StartNew();
+            await h.Host.StopAsync();
+            _output.WriteLine($"host stopped {stop.ElapsedMilliseconds} ms after the stop request, mid-round");
+            Assert.True(stop.Elapsed < TimeSpan.FromSeconds(5), $"stop took {stop.Elapsed}");
+            Assert.False(Directory.Exists(work), "the cancelled round's folder was left behind");
+            Assert.Empty(h.Versions.ListVersions());
+            Assert.Null(h.Versions.GetCurrent());
+            Assert.Null(await h.Store.GetStateAsync(FineTuningBackgroundService.WatermarkKey));
+            Assert.Equal(160, await h.Store.CountTrainingSinceAsync(0) + (await h.Store.GetHeldOutAsync(160)).Count);
+        }
+        finally
+        {
+            await h.DisposeAsync();
+        }
     }
 
     [Fact]
