@@ -1,1 +1,3 @@
-Console.WriteLine("onnxtune: coming up.");
+using OnnxTune.Cli;
+
+return OnnxTuneCli.Run(args, CliContext.FromConsole());

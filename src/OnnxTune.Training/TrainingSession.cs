@@ -58,6 +58,7 @@ public sealed class TrainingSession : IDisposable
     private bool _resetPending = true;
     private double _learningRate;
     private ILearningRateSchedule? _schedule;
+    private readonly bool _rebindInputs;
     private bool _disposed;
 
     private TrainingSession(string directory, ArtifactManifest manifest, TrainingSessionOptions options)
@@ -65,6 +66,7 @@ public sealed class TrainingSession : IDisposable
         _directory = directory;
         Manifest = manifest;
         _learningRate = manifest.Optimizer.LearningRate;
+        _rebindInputs = options.Device != ExecutionDevice.Cpu || options.RebindInputsEachRun;
         _stateSuffixes = OptimizerGraphBuilder.StateSuffixes(manifest.Optimizer);
         var created = new List<IDisposable>();
         try
@@ -375,47 +377,77 @@ public sealed class TrainingSession : IDisposable
         _sessionOptions.Dispose();
     }
 
+    // Bindings are built once per parity. On CPU a bound OrtValue is used in place, so later writes are seen.
+    // On another device ORT copies an input at bind time, so the long-lived inputs are re-bound before each run.
     private OrtIoBinding TrainBinding(int pp, int gp)
     {
-        if (_trainBindings[pp, gp] is { } existing) return existing;
-        var b = _train.CreateIoBinding();
-        foreach (var slot in _store.Slots)
+        if (_trainBindings[pp, gp] is { } existing)
         {
-            b.BindInput(slot.Name, slot.Values[pp]);
-            b.BindInput(slot.Name + GradBufferSuffix, slot.Gradients[gp]);
-            b.BindOutput(slot.Name + GradOutputSuffix, slot.Gradients[1 - gp]);
+            if (_rebindInputs) BindTrainInputs(existing, pp, gp);
+            return existing;
         }
+        var b = _train.CreateIoBinding();
+        BindTrainInputs(b, pp, gp);
+        foreach (var slot in _store.Slots)
+            b.BindOutput(slot.Name + GradOutputSuffix, slot.Gradients[1 - gp]);
         b.BindOutput(Manifest.Loss.LossOutputName, _loss);
         return _trainBindings[pp, gp] = b;
     }
 
-    private OrtIoBinding OptimizerBinding(int pp, int gp)
+    private void BindTrainInputs(OrtIoBinding b, int pp, int gp)
     {
-        if (_optimizerBindings[pp, gp] is { } existing) return existing;
-        var b = _optimizer.CreateIoBinding();
         foreach (var slot in _store.Slots)
         {
             b.BindInput(slot.Name, slot.Values[pp]);
-            b.BindInput(slot.Name + OptimizerGraphBuilder.GradientSuffix, slot.Gradients[gp]);
+            b.BindInput(slot.Name + GradBufferSuffix, slot.Gradients[gp]);
+        }
+    }
+
+    private OrtIoBinding OptimizerBinding(int pp, int gp)
+    {
+        if (_optimizerBindings[pp, gp] is { } existing)
+        {
+            if (_rebindInputs) BindOptimizerInputs(existing, pp, gp);
+            return existing;
+        }
+        var b = _optimizer.CreateIoBinding();
+        BindOptimizerInputs(b, pp, gp);
+        foreach (var slot in _store.Slots)
+        {
             b.BindOutput(slot.Name + OptimizerGraphBuilder.OutputSuffix, slot.Values[1 - pp]);
             foreach (var state in slot.States)
-            {
-                b.BindInput(state.Name, state.Values[pp]);
                 b.BindOutput(state.Name + OptimizerGraphBuilder.OutputSuffix, state.Values[1 - pp]);
-            }
         }
         return _optimizerBindings[pp, gp] = b;
     }
 
+    private void BindOptimizerInputs(OrtIoBinding b, int pp, int gp)
+    {
+        foreach (var slot in _store.Slots)
+        {
+            b.BindInput(slot.Name, slot.Values[pp]);
+            b.BindInput(slot.Name + OptimizerGraphBuilder.GradientSuffix, slot.Gradients[gp]);
+            foreach (var state in slot.States)
+                b.BindInput(state.Name, state.Values[pp]);
+        }
+    }
+
     private OrtIoBinding EvalBinding(int pp)
     {
-        if (_evalBindings[pp] is { } existing) return existing;
+        if (_evalBindings[pp] is { } existing)
+        {
+            if (_rebindInputs) BindEvalInputs(existing, pp);
+            return existing;
+        }
         var b = _eval.CreateIoBinding();
+        BindEvalInputs(b, pp);
+        return _evalBindings[pp] = b;
+    }
+
+    private void BindEvalInputs(OrtIoBinding b, int pp)
+    {
         foreach (var slot in _store.Slots)
             b.BindInput(slot.Name, slot.Values[pp]);
-        foreach (var name in _eval.OutputNames)
-            b.BindOutputToDevice(name, OrtMemoryInfo.DefaultInstance);
-        return _evalBindings[pp] = b;
     }
 
     private SessionOptions CreateSessionOptions(TrainingSessionOptions options)

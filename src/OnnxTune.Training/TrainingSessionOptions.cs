@@ -7,7 +7,10 @@ public enum ExecutionDevice
 {
     /// <summary>ONNX Runtime's CPU execution provider.</summary>
     Cpu,
-    /// <summary>The CUDA execution provider (needs the Microsoft.ML.OnnxRuntime.Gpu native package and a GPU).</summary>
+    /// <summary>
+    /// The CUDA execution provider (needs the Microsoft.ML.OnnxRuntime.Gpu native package and a GPU). Parameters and
+    /// optimizer state stay in host memory and are copied to the device at each run: correct, not device-resident.
+    /// </summary>
     Cuda,
 }
 
@@ -43,6 +46,9 @@ public sealed class TrainingSessionOptions
     /// </summary>
     /// <value>The default value is null (ONNX Runtime's own random seeding).</value>
     public int? Seed { get; set; }
+
+    /// <summary>Re-binds long-lived inputs before every run (always on for non-CPU devices; settable for tests).</summary>
+    internal bool RebindInputsEachRun { get; set; }
 }
 
 /// <summary>Result of <see cref="TrainingSession.EvalStep"/>.</summary>

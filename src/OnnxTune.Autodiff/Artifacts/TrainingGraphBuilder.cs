@@ -89,6 +89,13 @@ public static class TrainingGraphBuilder
                 return model;
             }
             var result = new BackwardGraphBuilder(registry).Build(editor, lossName, trainable, opset);
+            if (result.RequiredOpset > opset)
+            {
+                // E.g. ScatterND(reduction="add") for Gather gradients needs opset 16; the forward ops keep their
+                // meaning between 13 and 16 (RoiAlign's default coordinate mode is the one exception).
+                foreach (var import in model.OpsetImport.Where(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx"))
+                    import.Version = result.RequiredOpset;
+            }
             var names = new List<string>();
             if (gradientAccumulation)
             {

@@ -7,7 +7,8 @@ namespace OnnxTune.Autodiff.Gradients;
 /// <summary>Result of <see cref="BackwardGraphBuilder.Build"/>.</summary>
 /// <param name="Gradients">Gradient tensor name per requested parameter (same order as requested).</param>
 /// <param name="UnusedParameters">Requested parameters the loss does not depend on (their gradient is zeros).</param>
-public sealed record BackwardGraphResult(IReadOnlyList<string> Gradients, IReadOnlyList<string> UnusedParameters);
+/// <param name="RequiredOpset">Default-domain opset the backward nodes need; raise the model's opset import to it when higher.</param>
+public sealed record BackwardGraphResult(IReadOnlyList<string> Gradients, IReadOnlyList<string> UnusedParameters, long RequiredOpset = 0);
 
 /// <summary>
 /// Appends the backward pass of a scalar loss to a graph, in standard ONNX ops. The walker does the shared work once
@@ -138,7 +139,7 @@ public sealed class BackwardGraphBuilder
             }
             grads.Add(g);
         }
-        return new BackwardGraphResult(grads, unused);
+        return new BackwardGraphResult(grads, unused, state.RequiredOpset);
     }
 }
 

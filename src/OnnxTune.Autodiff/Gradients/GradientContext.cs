@@ -108,6 +108,21 @@ public sealed class GradientContext
     /// <summary>Zeros shaped like <paramref name="tensor"/>.</summary>
     public string ZerosLike(string tensor) => Op("Mul", tensor, ScalarLike(0f, tensor));
 
+    /// <summary>Zeros of the runtime shape <paramref name="shape"/> (int64 1-D) with the element type of <paramref name="like"/>.</summary>
+    public string ZerosOfShape(string shape, string like) =>
+        Op("ConstantOfShape", [shape], Attr.Tensor("value", ElementTypeOf(like) == DataType.Double
+            ? TensorProtos.Double("zero", [0.0], 1) : TensorProtos.Float("zero", [0f], 1)));
+
+    /// <summary>
+    /// Declares that the emitted backward nodes need default-domain opset <paramref name="version"/> or newer (e.g.
+    /// ScatterND's <c>reduction</c> attribute, opset 16); the training graph's opset import is raised to the highest
+    /// version any rule declared.
+    /// </summary>
+    public void RequireOpset(long version) => _state.RequiredOpset = Math.Max(_state.RequiredOpset, version);
+
+    /// <summary>Default-domain opset the backward nodes need (at least <see cref="Opset"/>).</summary>
+    public long EffectiveOpset => Math.Max(_state.Opset, _state.RequiredOpset);
+
     /// <summary>Emits ReduceSum over static axes (opset-13 form: axes as input).</summary>
     public string ReduceSum(string x, long[] axes, bool keepDims) =>
         Op("ReduceSum", [x, Ints(axes)], Attr.Int("keepdims", keepDims ? 1 : 0));
@@ -130,6 +145,7 @@ internal sealed class BackwardGraphState(GraphEditor editor, Dictionary<string, 
     public Dictionary<string, TensorTypeInfo> Types { get; } = types;
     public ConstantTable Constants { get; } = constants;
     public long Opset { get; } = opset;
+    public long RequiredOpset { get; set; } = opset;
 
     public string Scalar(float value, DataType type = DataType.Float)
     {

@@ -55,7 +55,13 @@ internal static class TensorTypeInference
         TensorTypeInfo TypeOnly(DataType t) => new(t, null);
         switch (node.OpType)
         {
-            case "Shape": return [new(DataType.Int64, [x?.Rank])];
+            case "Shape":
+                {
+                    if (x?.Rank is not { } r) return [new(DataType.Int64, [null])];
+                    var start = (int)Math.Clamp(Normalize(node.GetInt("start", 0), r), 0, r);
+                    var end = (int)Math.Clamp(Normalize(node.GetInt("end", r), r), 0, r);
+                    return [new(DataType.Int64, [Math.Max(0, end - start)])];
+                }
             case "Size": return [new(DataType.Int64, [])];
             case "Equal" or "Less" or "Greater" or "LessOrEqual" or "GreaterOrEqual" or "Not" or "And" or "Or" or "Xor" or "IsNaN" or "IsInf":
                 return [new(DataType.Bool, Broadcast(x, input(1)))];
@@ -83,7 +89,14 @@ internal static class TensorTypeInference
             case "SoftmaxCrossEntropyLoss":
                 return [new(T0, node.GetString("reduction", "mean") == "none" ? input(1)?.Dims : []), Same()];
             case "Dropout": return [Same(), new(DataType.Bool, x?.Dims)];
-            case "LayerNormalization": return [Same(), TypeOnly(DataType.Float), TypeOnly(DataType.Float)];
+            case "LayerNormalization":
+                {
+                    var stash = (DataType)node.GetInt("stash_type", 1);
+                    if (x?.Dims is not { } d) return [Same(), TypeOnly(stash), TypeOnly(stash)];
+                    var axis = (int)Normalize(node.GetInt("axis", -1), d.Length);
+                    var reduced = d.Select((v, i) => i < axis ? v : 1).ToArray();
+                    return [Same(), new(stash, reduced), new(stash, reduced)];
+                }
             case "Add" or "Sub" or "Mul" or "Div" or "Pow" or "PRelu" or "Max" or "Min" or "Sum" or "Mean":
                 {
                     long?[]? dims = x?.Dims;
@@ -187,7 +200,8 @@ internal static class TensorTypeInference
                 {
                     var axis = node.GetInt("axis", 0);
                     var parts = Enumerable.Range(0, node.Input.Count).Select(input).ToArray();
-                    if (parts.Any(p => p?.Dims is null)) return [TypeOnly(T0)];
+                    if (parts.Any(p => p?.Dims is null))
+                        return [parts.FirstOrDefault(p => p?.Dims is not null) is { } known ? new(T0, new long?[known.Dims!.Length]) : TypeOnly(T0)];
                     var r = parts[0]!.Dims!.Length;
                     var ax = (int)Normalize(axis, r);
                     var res = parts[0]!.Dims!.ToArray();
@@ -202,16 +216,72 @@ internal static class TensorTypeInference
                     if (shape is null || x?.Dims is null) return [new(T0, input(1)?.Dims is [long n] && x?.Dims is { } xd ? new long?[Math.Max(n, xd.Length)] : null)];
                     return [new(T0, BroadcastDims(x.Dims, shape.Select(v => (long?)v).ToArray()))];
                 }
-            case "Slice":
-                return [new(T0, x?.Dims is { } sd ? new long?[sd.Length] : null)];
-            case "Split":
-                return node.Output.Select(_ => (TensorTypeInfo?)new(T0, x?.Dims is { } sd ? new long?[sd.Length] : null)).ToArray();
+            case "Slice": return [new(T0, SliceDims(node, x?.Dims, all))];
+            case "Split": return SplitDims(node, x?.Dims, all).Select(d => (TensorTypeInfo?)new(T0, d)).ToArray();
+            case "Tile" or "Pad":
+                return [new(T0, x?.Dims is { } td ? new long?[td.Length] : null)];
+            case "GatherElements": return [new(T0, input(1)?.Dims)];
+            case "ScatterND" or "ScatterElements": return [Same()];
             case "OneHot": return [new(input(2)?.ElementType ?? DataType.Float, null)];
-            case "ScatterND" or "ScatterElements" or "GatherElements" or "GatherND" or "Tile" or "Pad" or "Resize" or "TopK" or "Einsum":
+            case "GatherND" or "Resize" or "TopK" or "Einsum":
                 return [TypeOnly(T0)];
             default:
                 return node.Output.Select(_ => (TensorTypeInfo?)(T0 == DataType.Undefined ? null : TypeOnly(T0))).ToArray();
         }
+    }
+
+    // Slice-10+: starts/ends/axes/steps as inputs; dims are exact when all are constant and the sliced dims known.
+    private static long?[]? SliceDims(NodeProto node, long?[]? d, ConstantTable all)
+    {
+        if (d is null) return null;
+        var res = d.ToArray();
+        var starts = ConstantInts(node, 1, all);
+        var ends = ConstantInts(node, 2, all);
+        var axes = node.Input.Count > 3 && node.Input[3].Length > 0 ? ConstantInts(node, 3, all) : Enumerable.Range(0, starts?.Length ?? 0).Select(i => (long)i).ToArray();
+        var steps = node.Input.Count > 4 && node.Input[4].Length > 0 ? ConstantInts(node, 4, all) : starts?.Select(_ => 1L).ToArray();
+        if (starts is null || ends is null || axes is null || steps is null)
+        {
+            if (axes is not null && node.Input.Count > 3 && node.Input[3].Length > 0)
+                foreach (var a in axes) res[Normalize(a, d.Length)] = null;
+            else
+                return new long?[d.Length];
+            return res;
+        }
+        for (var k = 0; k < axes.Length; k++)
+        {
+            var ax = (int)Normalize(axes[k], d.Length);
+            if (d[ax] is not { } n || steps[k] == 0) { res[ax] = null; continue; }
+            if (n == 0) { res[ax] = 0; continue; }
+            long step = steps[k], s = starts[k], e = ends[k];
+            s = s < 0 ? s + n : s;
+            e = e < 0 ? e + n : e;
+            if (step > 0) { s = Math.Clamp(s, 0, n); e = Math.Clamp(e, 0, n); res[ax] = e > s ? (e - s + step - 1) / step : 0; }
+            else { s = Math.Clamp(s, 0, n - 1); e = Math.Clamp(e, -1, n - 1); res[ax] = s > e ? (s - e - step - 1) / -step : 0; }
+        }
+        return res;
+    }
+
+    private static long?[]?[] SplitDims(NodeProto node, long?[]? d, ConstantTable all)
+    {
+        var count = node.Output.Count;
+        var result = new long?[]?[count];
+        if (d is null) return result;
+        var axis = (int)Normalize(node.GetInt("axis", 0), d.Length);
+        var split = node.GetInts("split") ?? ConstantInts(node, 1, all);
+        for (var i = 0; i < count; i++)
+        {
+            var r = d.ToArray();
+            if (split is not null && split.Length == count) r[axis] = split[i];
+            else if (d[axis] is { } n && split is null)
+            {
+                // Equal parts; the last one is smaller when the size does not divide (opset 18).
+                var part = (n + count - 1) / count;
+                r[axis] = i < count - 1 ? part : n - part * (count - 1);
+            }
+            else r[axis] = null;
+            result[i] = r;
+        }
+        return result;
     }
 
     internal static long[]? ConstantInts(NodeProto node, int inputIndex, ConstantTable constants) =>
@@ -255,13 +325,24 @@ internal sealed class ConstantTable
     public ConstantTable(GraphProto graph)
     {
         foreach (var t in graph.Initializer)
-            if ((DataType)t.DataType is DataType.Int64 or DataType.Int32 && TensorProtos.ElementCount(t) <= 64)
-                _values[t.Name] = TensorProtos.ToInt64Array(t);
+            if (IsSmallInteger(t))
+                _values[t.Name] = ToInt64(t);
         foreach (var n in graph.Node)
-            if (n.OpType == "Constant" && n.Find("value")?.T is { } t && (DataType)t.DataType is DataType.Int64 or DataType.Int32 && TensorProtos.ElementCount(t) <= 64)
-                _values[n.Output[0]] = TensorProtos.ToInt64Array(t);
+            if (n.OpType == "Constant" && n.Find("value")?.T is { } t && IsSmallInteger(t))
+                _values[n.Output[0]] = ToInt64(t);
             else if (n.OpType == "Constant" && n.Find("value_ints") is { } a)
                 _values[n.Output[0]] = a.Ints.ToArray();
+    }
+
+    // Bool constants (e.g. Dropout's training_mode) are kept as 0/1.
+    private static bool IsSmallInteger(TensorProto t) =>
+        (DataType)t.DataType is DataType.Int64 or DataType.Int32 or DataType.Bool && TensorProtos.ElementCount(t) <= 64;
+
+    private static long[] ToInt64(TensorProto t)
+    {
+        if ((DataType)t.DataType != DataType.Bool) return TensorProtos.ToInt64Array(t);
+        if (t.RawData.Length > 0) return t.RawData.Select(b => (long)(b != 0 ? 1 : 0)).ToArray();
+        return t.Int32Data.Select(v => (long)(v != 0 ? 1 : 0)).ToArray();
     }
 
     public bool TryGet(string name, out long[] values)

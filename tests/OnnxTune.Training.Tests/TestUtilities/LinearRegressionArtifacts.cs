@@ -20,7 +20,11 @@ public static class LinearRegressionArtifacts
     public static readonly float[] InitialW = [0.1f, -0.2f, 0.3f, 0.05f, -0.15f, 0.25f];
     public static readonly float[] InitialB = [0.01f, -0.02f];
 
-    public static void Create(string dir, OptimizerSpec optimizer)
+    /// <param name="dir">Target folder.</param>
+    /// <param name="optimizer">Optimizer settings.</param>
+    /// <param name="trainingDropout">Adds Dropout(x, 0.5, training_mode=true) to the training graph's forward pass
+    /// only (its backward ignores the mask): for tests of random-op seeding, not of gradients.</param>
+    public static void Create(string dir, OptimizerSpec optimizer, bool trainingDropout = false)
     {
         Directory.CreateDirectory(dir);
         var manifest = new ArtifactManifest
@@ -33,7 +37,7 @@ public static class LinearRegressionArtifacts
             Opset = 17,
         };
         OnnxModelWriter.Save(Inference(), Path.Combine(dir, manifest.Files.InferenceModel));
-        OnnxModelWriter.Save(Training(withBackward: true), Path.Combine(dir, manifest.Files.TrainingModel));
+        OnnxModelWriter.Save(Training(withBackward: true, trainingDropout), Path.Combine(dir, manifest.Files.TrainingModel));
         OnnxModelWriter.Save(Training(withBackward: false), Path.Combine(dir, manifest.Files.EvalModel));
         OnnxModelWriter.Save(OptimizerGraphBuilder.Build(manifest.TrainableParameters, optimizer, 17), Path.Combine(dir, manifest.Files.OptimizerModel));
         manifest.Save(dir);
@@ -59,7 +63,7 @@ public static class LinearRegressionArtifacts
         return Model(g);
     }
 
-    private static ModelProto Training(bool withBackward)
+    private static ModelProto Training(bool withBackward, bool dropout = false)
     {
         var g = new GraphProto { Name = withBackward ? "linreg_train" : "linreg_eval" };
         var e = new GraphEditor(g);
@@ -67,7 +71,14 @@ public static class LinearRegressionArtifacts
         e.AddInput(ValueInfos.Tensor("labels", DataType.Float, "batch", 2L));
         e.AddInput(ValueInfos.Tensor("W", DataType.Float, 3L, 2L));
         e.AddInput(ValueInfos.Tensor("b", DataType.Float, 2L));
-        var xw = e.Add("MatMul", ["x", "W"], "xw");
+        var input = "x";
+        if (dropout)
+        {
+            var ratio = e.ConstantFloat("ratio", 0.5f);
+            var mode = e.AddInitializer(TensorProtos.Bool("training_mode", [true]));
+            input = e.Add("Dropout", ["x", ratio, mode], "x_dropped");
+        }
+        var xw = e.Add("MatMul", [input, "W"], "xw");
         e.AddNode("Add", [xw, "b"], [e.Reserve("y")]);
         var d = e.Add("Sub", ["y", "labels"], "diff");
         var sq = e.Add("Mul", [d, d], "sq");

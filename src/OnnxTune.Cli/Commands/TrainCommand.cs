@@ -1,0 +1,98 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Training;
+using OnnxTune.Training.Data;
+
+namespace OnnxTune.Cli.Commands;
+
+/// <summary>Settings of one <c>onnxtune train</c> run.</summary>
+internal sealed record TrainSettings(string Artifacts, string Data, string Out, int Epochs = 1, int BatchSize = 1, double? LearningRate = null, int? Seed = null, bool Shuffle = true);
+
+/// <summary>Outcome of a training run (what the command prints, for tests and callers).</summary>
+internal sealed record TrainResult(IReadOnlyList<double> EpochMeanLosses, IReadOnlyList<float> StepLosses, long Steps, TimeSpan TrainingTime, string ModelPath, string CheckpointPath);
+
+/// <summary><c>onnxtune train</c>: one optimizer step per batch over a safetensors data file.</summary>
+internal static class TrainCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var artifacts = new Argument<string>("artifacts-dir") { Description = "Artifacts folder written by 'onnxtune artifacts'." };
+        var data = new Option<string>("--data") { Description = "Safetensors file: one tensor per model input (same name) plus the labels, batched on dim 0.", Required = true, HelpName = "file.safetensors" };
+        var output = new Option<string>("--out") { Description = "Folder for model.onnx (exported inference model) and checkpoint/.", Required = true, HelpName = "dir" };
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the data.", DefaultValueFactory = _ => 1, HelpName = "n" };
+        var batch = new Option<int>("--batch-size") { Description = "Samples per optimizer step (PyTorch DataLoader default).", DefaultValueFactory = _ => 1, HelpName = "n" };
+        var lr = new Option<double?>("--lr") { Description = "Learning rate (default: the one in the artifacts' checkpoint).", HelpName = "x" };
+        var seed = new Option<int?>("--seed") { Description = "Seed of the shuffling and of random ops such as Dropout (default 0).", HelpName = "n" };
+        var noShuffle = new Option<bool>("--no-shuffle") { Description = "Take batches in file order, keeping the last partial batch (DataLoader shuffle=False)." };
+        var command = new Command("train", "Train over an artifacts folder; writes the exported model and a checkpoint.")
+        {
+            artifacts, data, output, epochs, batch, lr, seed, noShuffle,
+        };
+        command.SetAction(r => OnnxTuneCli.Guard(context, () =>
+        {
+            Run(context, new TrainSettings(r.GetValue(artifacts)!, r.GetValue(data)!, r.GetValue(output)!,
+                r.GetValue(epochs), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), !r.GetValue(noShuffle)));
+            return 0;
+        }));
+        return command;
+    }
+
+    public static TrainResult Run(CliContext context, TrainSettings s)
+    {
+        if (s.Epochs < 1) throw new CliArgumentException($"--epochs must be at least 1 (got {s.Epochs}).");
+        if (s.BatchSize < 1) throw new CliArgumentException($"--batch-size must be at least 1 (got {s.BatchSize}).");
+        if (s.LearningRate is { } l && !(double.IsFinite(l) && l >= 0)) throw new CliArgumentException($"--lr must be a finite value >= 0 (got {l}).");
+        var artifactsDir = context.FullPath(s.Artifacts);
+        var outDir = context.FullPath(s.Out);
+        var manifest = ArtifactManifest.Load(artifactsDir);
+        var data = TensorDataFile.Open(context.FullPath(s.Data), manifest);
+        var seed = s.Seed ?? 0;
+        using var session = TrainingSession.Open(artifactsDir, new TrainingSessionOptions { Seed = seed });
+        if (s.LearningRate is { } lr) session.LearningRate = lr;
+
+        var sampler = new BatchSampler(data.SampleCount, s.BatchSize, s.Shuffle, seed);
+        var w = context.Out;
+        w.WriteLine($"training {data.SampleCount} samples, {sampler.BatchesPerEpoch} batches of up to {s.BatchSize} per epoch, {s.Epochs} epoch(s), {(s.Shuffle ? $"shuffled (seed {seed})" : "in order")}, lr {session.LearningRate.ToString("G6", CultureInfo.InvariantCulture)}");
+        var epochLosses = new List<double>();
+        var stepLosses = new List<float>();
+        var clock = new Stopwatch();
+        for (var epoch = 1; epoch <= s.Epochs; epoch++)
+        {
+            var progress = new TextProgress(w, context.ShowProgress, $"epoch {epoch}/{s.Epochs}", sampler.BatchesPerEpoch);
+            var batches = sampler.NextEpoch();
+            double sum = 0;
+            for (var b = 0; b < batches.Count; b++)
+            {
+                var batch = data.CreateBatch(batches[b]);
+                clock.Start();
+                var loss = session.TrainStep(batch);
+                if (!float.IsFinite(loss))
+                {
+                    clock.Stop();
+                    throw new TrainingDivergedException(
+                        $"The loss is {loss} at epoch {epoch}, batch {b + 1} (optimizer step {session.Step + 1}); nothing was written. Lower --lr or check the data and labels.");
+                }
+                session.OptimizerStep();
+                clock.Stop();
+                stepLosses.Add(loss);
+                sum += loss;
+                progress.Report(b + 1, $"loss {loss:F4}");
+            }
+            progress.Clear();
+            var mean = sum / batches.Count;
+            epochLosses.Add(mean);
+            w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {epoch}/{s.Epochs}: mean batch loss {mean:F6} ({batches.Count} steps)"));
+        }
+
+        var checkpoint = Path.Combine(outDir, "checkpoint");
+        var model = Path.Combine(outDir, "model.onnx");
+        Directory.CreateDirectory(outDir);
+        session.SaveCheckpoint(checkpoint, new Dictionary<string, string> { [ArtifactsCommand.ArtifactsProperty] = artifactsDir });
+        session.ExportInferenceModel(model);
+        var perStep = clock.Elapsed.TotalMilliseconds / Math.Max(1, stepLosses.Count);
+        w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{stepLosses.Count} steps in {clock.Elapsed.TotalSeconds:F2} s ({perStep:F2} ms/step); wrote {model} and {checkpoint}"));
+        return new TrainResult(epochLosses, stepLosses, session.Step, clock.Elapsed, model, checkpoint);
+    }
+}

@@ -1,0 +1,145 @@
+using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Autodiff.Gradients;
+using OnnxTune.Onnx.Graph;
+using OnnxTune.Training.GradientChecking;
+using DataType = Onnx.TensorProto.Types.DataType;
+
+namespace OnnxTune.Autodiff.Tests.Rules;
+
+public class MathRuleTests
+{
+    private static readonly GradientCheckOptions OnlyW = new() { Selection = new ParameterSelection { Trainable = ["w*"] } };
+
+    [Fact]
+    public void Erf_checked_in_float32()
+    {
+        var f = new ModelFactory();
+        var w = f.Param("w", [3, 4], -2, 2);
+        GradientAssert.Passes(f.Output(f.Node("Erf", [w])), requireDouble: false);
+    }
+
+    [Fact]
+    public void Cast_between_float_types_and_to_int_path()
+    {
+        // float -> double -> float carries the gradient; the int cast branch is pruned (no gradient, no error).
+        var f = new ModelFactory();
+        var w = f.Param("w", [3, 4]);
+        var d = f.Node("Cast", [w], Attr.Int("to", (long)DataType.Double));
+        var back = f.Node("Cast", [f.Node("Mul", [d, d])], Attr.Int("to", (long)DataType.Float));
+        var asInt = f.Node("Cast", [w], Attr.Int("to", (long)DataType.Int64));
+        var reshaped = f.Node("Reshape", [back, f.Node("Shape", [asInt])]);
+        GradientAssert.Passes(f.Output(reshaped));
+    }
+
+    [Fact]
+    public void Where_with_broadcasting_and_frozen_condition()
+    {
+        var f = new ModelFactory();
+        var x = f.Input("x", DataType.Float, "batch", 3L, 4L);
+        var wa = f.Param("wa", [4]);
+        var wb = f.Param("wb", [3, 1]);
+        var c = f.Node("Greater", [x, f.ConstFloat("zero", [0f])]);
+        GradientAssert.Passes(f.Output(f.Node("Where", [c, wa, wb]), "batch", 3L, 4L), OnlyW with { DimValues = new Dictionary<string, long> { ["batch"] = 3 } });
+    }
+
+    [Theory]
+    [InlineData("Max")]
+    [InlineData("Min")]
+    public void Max_Min_variadic_with_broadcasting(string op)
+    {
+        var f = new ModelFactory();
+        var wa = f.Param("wa", [2, 3]);
+        var wb = f.Param("wb", [3]);
+        var wc = f.Param("wc", [2, 1]);
+        GradientAssert.Passes(f.Output(f.Node(op, [wa, wb, wc])));
+    }
+
+    [Fact]
+    public void Max_ties_split_the_gradient_equally_as_pytorch_does()
+    {
+        // max(w, w) == w: each of the two tied inputs gets dY / 2, so the total is dY (finite differences agree).
+        var f = new ModelFactory();
+        var w = f.Param("w", [2, 3]);
+        GradientAssert.Passes(f.Output(f.Node("Max", [w, w, f.Node("Neg", [f.Node("Abs", [w])])])));
+    }
+
+    [Theory]
+    [InlineData(true, true)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void Clip_with_trainable_bounds(bool hasMin, bool hasMax)
+    {
+        var f = new ModelFactory();
+        var w = f.Param("w", [4, 5], -2, 2);
+        var lo = hasMin ? f.Param("w_lo", [], -0.7, -0.6) : "";
+        var hi = hasMax ? f.Param("w_hi", [], 0.6, 0.7) : "";
+        var inputs = hasMax ? new[] { w, lo, hi } : [w, lo];
+        GradientAssert.Passes(f.Output(f.Node("Clip", inputs)));
+    }
+
+    [Fact]
+    public void Sum_and_Mean_with_broadcasting()
+    {
+        var f = new ModelFactory();
+        var wa = f.Param("wa", [2, 3]);
+        var wb = f.Param("wb", [3]);
+        var wc = f.Param("wc", []);
+        var y = f.Node("Mul", [f.Node("Mean", [wa, wb, wc]), f.Node("Sum", [wb, wc])]);
+        GradientAssert.Passes(f.Output(y), requireDouble: false); // ORT's Mean has no float64 kernel
+    }
+
+    [Theory]
+    [InlineData(-1, new long[] { 4 }, true)]
+    [InlineData(-2, new long[] { 3, 4 }, true)]
+    [InlineData(1, new long[] { 3, 4 }, false)]
+    [InlineData(2, new long[] { 1 }, true)]
+    public void LayerNormalization_axis_scale_bias(int axis, long[] paramShape, bool withBias)
+    {
+        var f = new ModelFactory(opset: 17);
+        var x = f.Input("x", DataType.Float, "batch", 3L, 4L);
+        var wx = f.Param("w_in", [3, 4], 0.5, 1.5);
+        var scale = f.Param("w_scale", paramShape, 0.5, 1.5);
+        var inputs = new List<string> { f.Node("Mul", [x, wx]), scale };
+        if (withBias) inputs.Add(f.Param("w_bias", paramShape));
+        var y = f.Node("LayerNormalization", inputs.ToArray(), Attr.Int("axis", axis), Attr.Float("epsilon", 1e-3f));
+        GradientAssert.Passes(f.Output(y, "batch", 3L, 4L), OnlyW with { DimValues = new Dictionary<string, long> { ["batch"] = 2 } });
+    }
+
+    [Fact]
+    public void LayerNormalization_with_symbolic_rank_unknown_input()
+    {
+        // The input's rank is unknown to the builder (Reshape to a runtime shape), so the normalized axes are found at run time.
+        var f = new ModelFactory(opset: 17);
+        var x = f.Input("x", DataType.Float, "batch", 6L);
+        var shape = f.Input("shape", DataType.Int64, "r");
+        var wx = f.Param("w_in", [6], 0.5, 1.5);
+        var h = f.Node("Reshape", [f.Node("Mul", [x, wx]), shape]);
+        var y = f.Node("LayerNormalization", [h, f.Param("w_scale", [3], 0.5, 1.5), f.Param("w_bias", [3])]);
+        var model = f.Output(f.Node("Reshape", [y, f.Const("flat", [-1])]), "n");
+        GradientAssert.Passes(model, OnlyW with
+        {
+            Inputs = new Dictionary<string, (Array, long[])>
+            {
+                ["x"] = (Enumerable.Range(0, 12).Select(i => (float)Math.Sin(i)).ToArray(), [2, 6]),
+                ["shape"] = (new long[] { 2, 2, 3 }, [3]),
+            },
+        });
+    }
+
+    [Theory]
+    [InlineData("none")]
+    [InlineData("tanh")]
+    public void Gelu_opset_20(string approximate)
+    {
+        var f = new ModelFactory(opset: 20);
+        var w = f.Param("w", [3, 4], -3, 3);
+        GradientAssert.Passes(f.Output(f.Node("Gelu", [w], Attr.String("approximate", approximate))), requireDouble: approximate == "tanh"); // Erf has no float64 kernel
+    }
+
+    [Theory]
+    [InlineData("Equal")]
+    [InlineData("ConstantOfShape")]
+    [InlineData("Shape")]
+    public void Comparison_and_shape_ops_are_non_differentiable(string op) =>
+        Assert.True(GradientRuleRegistry.Default.IsNonDifferentiable("", op));
+}
