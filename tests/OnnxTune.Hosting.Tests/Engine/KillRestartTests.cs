@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Reflection;
 using System.Text;
 using Xunit.Abstractions;
@@ -40,6 +41,7 @@ public sealed class KillRestartTests : IDisposable
     public async Task Process_killed_mid_round_restarts_serving_the_last_promoted_version_with_every_accepted_record()
     {
         var clock = Stopwatch.StartNew();
+        _output.WriteLine($"child processes run with {ChildProcess.DotnetHost()}");
         Clusters.WriteArtifacts(_dir.Sub("artifacts"));
 
         // 1. Feed until version 1 is promoted and the next round is training, then kill the process outright.
@@ -48,23 +50,26 @@ public sealed class KillRestartTests : IDisposable
         var promotedAt = clock.Elapsed;
         var probe1 = feed.Lines().Single(l => l.StartsWith("PROBE 1 ", StringComparison.Ordinal))["PROBE 1 ".Length..];
         var acceptedBeforePromotion = Accepted(feed.Lines()).Count;
-        var started = await feed.WaitForLineAsync(l => l.StartsWith("ROUND_STARTED ", StringComparison.Ordinal) && l != "ROUND_STARTED 1", Timeout);
-        Assert.Equal("ROUND_STARTED 2", started);
-        var roundDir = Path.Combine(Store, "rounds", "000002");
-        await WaitUntilAsync(() => Directory.Exists(roundDir), "round 2's scratch folder");
-        await Task.Delay(300); // inside round 2's epochs, which take seconds
+        // The promoting round (1 unless an earlier round was rejected) reports right after PROMOTED; the kill hits the next one.
+        var completed = await feed.WaitForLineAsync(l => l.StartsWith("ROUND_COMPLETED ", StringComparison.Ordinal) && l.EndsWith(" Promoted", StringComparison.Ordinal), Timeout);
+        var next = long.Parse(completed.Split(' ')[1], CultureInfo.InvariantCulture) + 1;
+        await feed.WaitForLineAsync(l => l == $"ROUND_STARTED {next}", Timeout);
+        var roundDir = Path.Combine(Store, "rounds", next.ToString("D6", CultureInfo.InvariantCulture));
+        await WaitUntilAsync(() => Directory.Exists(roundDir), $"round {next}'s scratch folder");
+        await Task.Delay(300); // inside the round's epochs, which take seconds
         var killedAt = clock.Elapsed;
         feed.Kill();
         await feed.WaitForExitAsync(Timeout);
 
         var lines = feed.Lines();
         var accepted = Accepted(lines);
+        var killedRoundNew = NewRecords(feed.RoundLog(), next);
         _output.WriteLine(feed.RoundLog());
         _output.WriteLine($"feed: PROMOTED 1 at {promotedAt.TotalSeconds:F1} s, killed at {killedAt.TotalSeconds:F1} s; {accepted.Count} records accepted ({accepted.Count - acceptedBeforePromotion} after the promotion)");
-        Assert.DoesNotContain(lines, l => l.StartsWith("ROUND_COMPLETED 2", StringComparison.Ordinal) || l == "PROMOTED 2");
+        Assert.DoesNotContain(lines, l => l.StartsWith($"ROUND_COMPLETED {next} ", StringComparison.Ordinal) || l == "PROMOTED 2");
         Assert.True(accepted.Count > acceptedBeforePromotion, "no record was accepted after version 1 was promoted");
-        // The kill left round 2 half done: its scratch folder is still there and version 1 is still current.
-        Assert.True(Directory.Exists(roundDir), "round 2's scratch folder is gone: the kill did not land mid-round");
+        // The kill left the round half done: its scratch folder is still there and version 1 is still current.
+        Assert.True(Directory.Exists(roundDir), $"round {next}'s scratch folder is gone: the kill did not land mid-round");
         Assert.Equal("1", File.ReadAllText(Path.Combine(Versions, ModelVersionStore.CurrentFileName)).Trim());
         // What a kill during a promotion's copy would leave: a temp version folder with a truncated model.
         var partial = Directory.CreateDirectory(Path.Combine(Versions, $".tmp-v000002-{Guid.NewGuid():N}")).FullName;
@@ -92,15 +97,27 @@ public sealed class KillRestartTests : IDisposable
         // 3. The restarted app trains on: the next round completes and promotes version 2.
         var again = Start("feed", "--epochs", "10", "--seed", "2", "--interval-ms", "10", "--stop-after-version", "2");
         Assert.Equal("READY 1", await again.WaitForLineAsync(l => l.StartsWith("READY ", StringComparison.Ordinal), Timeout));
-        await again.WaitForLineAsync(l => l == "PROMOTED 2", Timeout);
+        var outcome = await again.WaitForLineAsync(l => l.StartsWith("ROUND_COMPLETED ", StringComparison.Ordinal), Timeout);
+        Assert.True(outcome.EndsWith(" Promoted", StringComparison.Ordinal), outcome);
+        Assert.Contains("PROMOTED 2", again.Lines());
         Assert.Equal(0, await again.WaitForExitAsync(Timeout));
         Assert.Equal("2", File.ReadAllText(Path.Combine(Versions, ModelVersionStore.CurrentFileName)).Trim());
+        // The killed round never moved the training watermark: its new records are new again for the next round.
+        Assert.True(NewRecords(again.RoundLog(), next + 1) >= killedRoundNew, $"the round after the restart trains on fewer new records than the killed round had ({killedRoundNew})");
         _output.WriteLine(again.RoundLog());
         _output.WriteLine($"version 2 promoted after the restart; whole test {clock.Elapsed.TotalSeconds:F1} s");
     }
 
     private static List<string> Accepted(IEnumerable<string> lines) =>
         lines.Where(l => l.StartsWith("ACCEPTED ", StringComparison.Ordinal)).Select(l => l["ACCEPTED ".Length..]).ToList();
+
+    /// <summary>The new-record count of a round, from its "round N started with X new and Y replayed records" log line.</summary>
+    private static int NewRecords(string log, long round)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(log, $@"round {round} started with (\d+) new");
+        Assert.True(m.Success, $"no start log line of round {round} in:\n{log}");
+        return int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+    }
 
     private static async Task WaitUntilAsync(Func<bool> condition, string what)
     {
@@ -150,12 +167,15 @@ public sealed class KillRestartTests : IDisposable
             return child;
         }
 
-        /// <summary>The host running these tests (dotnet), else the one the SDK names, else dotnet from PATH.</summary>
-        private static string DotnetHost()
+        /// <summary>The muxer running these tests, else the one the SDK names, else the one under DOTNET_ROOT, else dotnet from PATH.</summary>
+        internal static string DotnetHost()
         {
+            var exe = OperatingSystem.IsWindows() ? "dotnet.exe" : "dotnet";
             var self = Environment.ProcessPath;
-            if (self is not null && Path.GetFileNameWithoutExtension(self).Equals("dotnet", StringComparison.OrdinalIgnoreCase)) return self;
-            return Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
+            if (self is not null && Path.GetFileName(self).Equals(exe, StringComparison.OrdinalIgnoreCase)) return self;
+            if (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host)) return host;
+            if (Environment.GetEnvironmentVariable("DOTNET_ROOT") is { Length: > 0 } root && File.Exists(Path.Combine(root, exe))) return Path.Combine(root, exe);
+            return exe;
         }
 
         public List<string> Lines()
