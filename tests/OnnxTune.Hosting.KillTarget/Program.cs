@@ -6,6 +6,7 @@
 //     READY <serving>            the host started (serving: a version number or "base")
 //     ACCEPTED <id>              printed only after IFeedbackWriter.WriteAsync returned (the record is durable)
 //     ROUND_STARTED <round>      the background service started a round (log event 4002)
+//     EPOCH <round> <epoch>      the training engine finished an epoch (debug log event 4051)
 //     PROBE <version> <floats>   the promoted model's logits on fixed probe inputs
 //     PROMOTED <version>         a round promoted its candidate and it is serving
 //     ROUND_COMPLETED <round> <outcome>
@@ -44,6 +45,7 @@ _ = Task.Delay(lifetime).ContinueWith(_ =>
 
 var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
 builder.Logging.SetMinimumLevel(LogLevel.Information);
+builder.Logging.AddFilter("OnnxTune", LogLevel.Debug);
 builder.Logging.AddProvider(new ProtocolLoggerProvider());
 builder.Services.AddOnDeviceFineTuning(o =>
 {
@@ -85,15 +87,15 @@ var stopAfter = options.TryGetValue("stop-after-version", out var sv) ? sv : (in
 var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
 host.Services.GetRequiredService<FineTuningEvents>().RoundCompleted += (_, e) =>
 {
+    var version = handle.ServingVersion;
     if (e.Outcome == RoundOutcome.Promoted)
     {
-        var version = handle.ServingVersion;
         Protocol.Write($"PROBE {Show(version)} {Probe(handle)}");
         Protocol.Write($"PROMOTED {Show(version)}");
-        if (version is { } v && v >= stopAfter) stop.TrySetResult();
     }
     var reason = e.Error?.Message ?? string.Join("; ", e.Decision?.Reasons ?? []);
     Protocol.Write($"ROUND_COMPLETED {e.Round} {e.Outcome}{(e.Outcome == RoundOutcome.Promoted ? "" : " " + reason.ReplaceLineEndings(" "))}");
+    if (e.Outcome == RoundOutcome.Promoted && version >= stopAfter) stop.TrySetResult();
 };
 
 await host.StartAsync();
@@ -180,10 +182,14 @@ internal static class Clusters
         (float)(Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
 }
 
-/// <summary>Sends every log line to stderr and turns OnnxTune.Hosting's "round started" event (4002) into a protocol line.</summary>
+/// <summary>
+/// Sends log lines to stderr, and turns OnnxTune.Hosting's "round started" (4002) and "epoch done" (4051) events
+/// into protocol lines.
+/// </summary>
 internal sealed class ProtocolLoggerProvider : ILoggerProvider
 {
     private const int RoundStartedEventId = 4002;
+    private const int EpochEventId = 4051;
 
     public ILogger CreateLogger(string categoryName) => new Logger(categoryName);
 
@@ -195,14 +201,20 @@ internal sealed class ProtocolLoggerProvider : ILoggerProvider
     {
         public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
 
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Debug;
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
+            var fields = state as IReadOnlyList<KeyValuePair<string, object?>> ?? [];
+            object? Field(string name) => fields.FirstOrDefault(f => f.Key == name).Value;
+            if (eventId.Id == EpochEventId)
+            {
+                Protocol.Write($"EPOCH {Field("Round")} {Field("Epoch")}");
+                return;
+            }
             var text = formatter(state, exception);
             Console.Error.WriteLine($"{DateTime.UtcNow:HH:mm:ss.fff} {logLevel} {category}[{eventId.Id}] {text}{(exception is null ? "" : " " + exception)}");
-            if (eventId.Id == RoundStartedEventId && state is IReadOnlyList<KeyValuePair<string, object?>> fields)
-                Protocol.Write($"ROUND_STARTED {fields.FirstOrDefault(f => f.Key == "Round").Value}");
+            if (eventId.Id == RoundStartedEventId) Protocol.Write($"ROUND_STARTED {Field("Round")}");
         }
     }
 }

@@ -55,8 +55,9 @@ public sealed class KillRestartTests : IDisposable
         var next = long.Parse(completed.Split(' ')[1], CultureInfo.InvariantCulture) + 1;
         await feed.WaitForLineAsync(l => l == $"ROUND_STARTED {next}", Timeout);
         var roundDir = Path.Combine(Store, "rounds", next.ToString("D6", CultureInfo.InvariantCulture));
-        await WaitUntilAsync(() => Directory.Exists(roundDir), $"round {next}'s scratch folder");
-        await Task.Delay(300); // inside the round's epochs, which take seconds
+        // Kill inside the round's epochs (after its fifth of 300, each of 50+ steps) with records accepted while it trains.
+        await feed.WaitForLineAsync(l => l == $"EPOCH {next} 5", Timeout);
+        await WaitUntilAsync(() => Accepted(feed.Lines().SkipWhile(l => l != $"ROUND_STARTED {next}")).Count >= 3, "records accepted during the round");
         var killedAt = clock.Elapsed;
         feed.Kill();
         await feed.WaitForExitAsync(Timeout);
@@ -64,12 +65,14 @@ public sealed class KillRestartTests : IDisposable
         var lines = feed.Lines();
         var accepted = Accepted(lines);
         var killedRoundNew = NewRecords(feed.RoundLog(), next);
+        var lastEpoch = lines.Where(l => l.StartsWith($"EPOCH {next} ", StringComparison.Ordinal)).Max(l => int.Parse(l.Split(' ')[2], CultureInfo.InvariantCulture));
         _output.WriteLine(feed.RoundLog());
-        _output.WriteLine($"feed: PROMOTED 1 at {promotedAt.TotalSeconds:F1} s, killed at {killedAt.TotalSeconds:F1} s; {accepted.Count} records accepted ({accepted.Count - acceptedBeforePromotion} after the promotion)");
+        var acceptedDuringRound = Accepted(lines.SkipWhile(l => l != $"ROUND_STARTED {next}")).Count;
+        _output.WriteLine($"feed: PROMOTED 1 at {promotedAt.TotalSeconds:F1} s, killed at {killedAt.TotalSeconds:F1} s after epoch {lastEpoch} of 300 of round {next}; {accepted.Count} records accepted ({accepted.Count - acceptedBeforePromotion} after the promotion, {acceptedDuringRound} during the killed round)");
         Assert.DoesNotContain(lines, l => l.StartsWith($"ROUND_COMPLETED {next} ", StringComparison.Ordinal) || l == "PROMOTED 2");
         Assert.True(accepted.Count > acceptedBeforePromotion, "no record was accepted after version 1 was promoted");
         // The kill left the round half done: its scratch folder is still there and version 1 is still current.
-        Assert.True(Directory.Exists(roundDir), $"round {next}'s scratch folder is gone: the kill did not land mid-round");
+        Assert.True(lastEpoch < 300 && Directory.Exists(roundDir), $"round {next} (last epoch {lastEpoch}) was not killed mid-round");
         Assert.Equal("1", File.ReadAllText(Path.Combine(Versions, ModelVersionStore.CurrentFileName)).Trim());
         // What a kill during a promotion's copy would leave: a temp version folder with a truncated model.
         var partial = Directory.CreateDirectory(Path.Combine(Versions, $".tmp-v000002-{Guid.NewGuid():N}")).FullName;
@@ -204,6 +207,8 @@ public sealed class KillRestartTests : IDisposable
             while (true)
             {
                 var exited = _process.HasExited;
+                // After an exit, wait until the output readers reached the end of the streams: lines may still be in flight.
+                if (exited) await _process.WaitForExitAsync();
                 var hit = Lines().FirstOrDefault(match);
                 if (hit is not null) return hit;
                 Assert.False(exited, "KillTarget exited before printing the expected line; " + Diagnostics());
