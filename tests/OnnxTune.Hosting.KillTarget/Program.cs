@@ -85,6 +85,7 @@ if (mode == "verify")
 
 var stopAfter = options.TryGetValue("stop-after-version", out var sv) ? sv : (int?)null;
 var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+Task? stopping = null;
 host.Services.GetRequiredService<FineTuningEvents>().RoundCompleted += (_, e) =>
 {
     var version = handle.ServingVersion;
@@ -95,7 +96,13 @@ host.Services.GetRequiredService<FineTuningEvents>().RoundCompleted += (_, e) =>
     }
     var reason = e.Error?.Message ?? string.Join("; ", e.Decision?.Reasons ?? []);
     Protocol.Write($"ROUND_COMPLETED {e.Round} {e.Outcome}{(e.Outcome == RoundOutcome.Promoted ? "" : " " + reason.ReplaceLineEndings(" "))}");
-    if (e.Outcome == RoundOutcome.Promoted && version >= stopAfter) stop.TrySetResult();
+    if (e.Outcome == RoundOutcome.Promoted && version >= stopAfter)
+    {
+        // Cancel the background loop now, from its own thread (StopAsync returns at its first wait), so that no
+        // further round can start and promote between this promotion and the exit.
+        stopping = host.StopAsync();
+        stop.TrySetResult();
+    }
 };
 
 await host.StartAsync();
@@ -112,7 +119,7 @@ for (var i = 0; i < maxRecords && !stop.Task.IsCompleted; i++)
     await Task.Delay(interval);
 }
 await stop.Task;
-await host.StopAsync();
+await stopping!;
 Protocol.Write("STOPPED");
 return 0;
 

@@ -104,10 +104,12 @@ public sealed class KillRestartTests : IDisposable
         Assert.True(outcome.EndsWith(" Promoted", StringComparison.Ordinal), outcome);
         Assert.Contains("PROMOTED 2", again.Lines());
         Assert.Equal(0, await again.WaitForExitAsync(Timeout));
+        _output.WriteLine(again.RoundLog());
+        Assert.Equal("STOPPED", again.Lines()[^1]);
+        Assert.Equal(["PROMOTED 2"], again.Lines().Where(l => l.StartsWith("PROMOTED ", StringComparison.Ordinal)));
         Assert.Equal("2", File.ReadAllText(Path.Combine(Versions, ModelVersionStore.CurrentFileName)).Trim());
         // The killed round never moved the training watermark: its new records are new again for the next round.
         Assert.True(NewRecords(again.RoundLog(), next + 1) >= killedRoundNew, $"the round after the restart trains on fewer new records than the killed round had ({killedRoundNew})");
-        _output.WriteLine(again.RoundLog());
         _output.WriteLine($"version 2 promoted after the restart; whole test {clock.Elapsed.TotalSeconds:F1} s");
     }
 
