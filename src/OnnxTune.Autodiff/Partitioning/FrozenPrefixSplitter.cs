@@ -73,21 +73,17 @@ public static class FrozenPrefixSplitter
         var frontier = new List<string>();
         var frontierSet = new HashSet<string>(StringComparer.Ordinal);
         var passthrough = new HashSet<string>(StringComparer.Ordinal);
-        var pending = new Stack<string>();
         var visited = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var node in order.Where(suffixNodes.Contains))
-            foreach (var i in node.Input) pending.Push(i);
-        foreach (var o in graph.Output) pending.Push(o.Name);
-        // Process in a stable order: the first consumers first.
-        var queue = new List<string>(pending.Reverse());
-        pending.Clear();
+        // Breadth-first from the trainable part's reads in graph order, so the frontier lists first consumers first.
+        var queue = order.Where(suffixNodes.Contains).SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)).ToList();
         var index = 0;
         while (index < queue.Count)
         {
             var t = queue[index++];
             if (t.Length == 0 || trainDependent.Contains(t) || initializers.ContainsKey(t) || !visited.Add(t)) continue;
             if (dataInputNames.Contains(t)) { passthrough.Add(t); continue; }
-            var p = producer[t];
+            if (!producer.TryGetValue(t, out var p))
+                throw new PrefixSplitException($"Graph output '{t}' is not a graph input, an initializer or any node's output.");
             if (valueDependent.Contains(t))
             {
                 if (frontierSet.Add(t)) frontier.Add(t);

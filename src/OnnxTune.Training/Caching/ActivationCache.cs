@@ -51,8 +51,9 @@ public sealed class ActivationCache : IDisposable
     private const string HashesKey = "input_sha256";
     private const string NamesKey = "tensors";
 
-    private readonly InferenceSession _prefix;
-    private readonly SessionOptions _sessionOptions;
+    private readonly byte[] _prefixBytes;
+    private InferenceSession? _prefix;
+    private SessionOptions? _sessionOptions;
     private readonly RunOptions _runOptions = new();
     private readonly Dictionary<string, Entry> _entries = new(StringComparer.Ordinal);
     private readonly string[] _frontier;
@@ -78,15 +79,7 @@ public sealed class ActivationCache : IDisposable
         var outputs = prefix.Graph.Output.Select(o => o.Name).ToArray();
         if (!outputs.SequenceEqual(_frontier))
             throw new ActivationCacheException($"The prefix model outputs [{string.Join(", ", outputs)}] but the split lists the frontier [{string.Join(", ", _frontier)}]; use the prefix and manifest of the same split.");
-        _sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
-        if (Options.IntraOpThreads > 0) _sessionOptions.IntraOpNumThreads = Options.IntraOpThreads;
-        try { _prefix = new InferenceSession(bytes, _sessionOptions); }
-        catch
-        {
-            _sessionOptions.Dispose();
-            _runOptions.Dispose();
-            throw;
-        }
+        _prefixBytes = bytes;
         if (Options.FilePath is { } path && File.Exists(path)) LoadFile(path);
     }
 
@@ -212,13 +205,13 @@ public sealed class ActivationCache : IDisposable
         _dirty = false;
     }
 
-    /// <summary>Releases the prefix session.</summary>
+    /// <summary>Releases the prefix session (when one was created).</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
-        _prefix.Dispose();
-        _sessionOptions.Dispose();
+        _prefix?.Dispose();
+        _sessionOptions?.Dispose();
         _runOptions.Dispose();
     }
 
@@ -252,10 +245,21 @@ public sealed class ActivationCache : IDisposable
         LoadedFromFile = ids.Length;
     }
 
+    // The prefix session is created on first use: a later round whose examples are all cached never loads it.
+    private InferenceSession PrefixSession()
+    {
+        if (_prefix is not null) return _prefix;
+        _sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        if (Options.IntraOpThreads > 0) _sessionOptions.IntraOpNumThreads = Options.IntraOpThreads;
+        _prefix = new InferenceSession(_prefixBytes, _sessionOptions);
+        return _prefix;
+    }
+
     private void RunPrefix(IReadOnlyList<(TrainingExample Example, string Hash)> chunk)
     {
         var n = chunk.Count;
-        var inputNames = _prefix.InputNames;
+        var prefix = PrefixSession();
+        var inputNames = prefix.InputNames;
         var values = new List<OrtValue>(inputNames.Count);
         try
         {
@@ -268,7 +272,7 @@ public sealed class ActivationCache : IDisposable
                 var target = value.GetTensorMutableRawData();
                 for (var i = 0; i < n; i++) rows[i].Item2.Data.CopyTo(target[(i * first.Data.Length)..]);
             }
-            using var outputs = _prefix.Run(_runOptions, inputNames, values, _frontier);
+            using var outputs = prefix.Run(_runOptions, inputNames, values, _frontier);
             var perExample = new SafeTensor[n][];
             for (var i = 0; i < n; i++) perExample[i] = new SafeTensor[_frontier.Length + _passthrough.Length];
             for (var o = 0; o < _frontier.Length; o++)
