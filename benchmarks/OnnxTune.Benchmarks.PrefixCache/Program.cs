@@ -24,6 +24,8 @@ var examplesCount = int.Parse(Arg("--examples") ?? "512", CultureInfo.InvariantC
 var epochs = int.Parse(Arg("--epochs") ?? "2", CultureInfo.InvariantCulture);
 var batchSize = int.Parse(Arg("--batch") ?? "32", CultureInfo.InvariantCulture);
 var threads = int.Parse(Arg("--threads") ?? "2", CultureInfo.InvariantCulture);
+var layers = int.Parse(Arg("--layers") ?? "2", CultureInfo.InvariantCulture);
+if (layers is < 0 or > 2) throw new ArgumentException("--layers takes 0, 1 or 2 (trainable top encoder layers besides the head).");
 var work = Arg("--work") ?? Path.Combine(Path.GetTempPath(), "onnxtune-bench-prefix");
 var json = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
@@ -73,7 +75,7 @@ ModeResult RunFull()
         if (e == 0) losses.AddRange(these);
         Console.Error.WriteLine($"[full] epoch {e + 1}: {epochSeconds[^1]:F2} s ({epochCpu[^1]:F2} s CPU), mean loss {epochLoss[^1]:F4}");
     }
-    return new ModeResult("full", examples.Count, batches.Count, artifactSeconds, 0, 0, 0, 0, 0, epochSeconds, epochCpu, epochLoss, losses, PeakMb(), "");
+    return new ModeResult("full", Describe(trainable), examples.Count, batches.Count, artifactSeconds, 0, 0, 0, 0, 0, epochSeconds, epochCpu, epochLoss, losses, PeakMb(), "");
 }
 
 ModeResult RunCached()
@@ -124,17 +126,23 @@ ModeResult RunCached()
         Console.Error.WriteLine($"[cached] epoch {e + 1}: {epochSeconds[^1]:F2} s ({epochCpu[^1]:F2} s CPU), mean loss {epochLoss[^1]:F4}");
     }
     var frontier = string.Join(", ", split.Manifest.Frontier.Select(f => $"{f.Name} {f.ElementType}[{string.Join(",", f.Shape)}]"));
-    return new ModeResult("cached", examples.Count, batches.Count, artifactSeconds, buildSeconds, buildCpu, loadSeconds, cacheBytes, new FileInfo(cacheFile).Length, epochSeconds, epochCpu, epochLoss, losses, PeakMb(), frontier);
+    return new ModeResult("cached", Describe(trainable), examples.Count, batches.Count, artifactSeconds, buildSeconds, buildCpu, loadSeconds, cacheBytes, new FileInfo(cacheFile).Length, epochSeconds, epochCpu, epochLoss, losses, PeakMb(), frontier);
 }
 
 (ModelProto Model, List<string> Trainable, List<TrainingExample> Examples, IReadOnlyList<IReadOnlyList<TrainingExample>> Batches) Prepare()
 {
     var files = MiniLmModel.Extract();
     var model = WithClassificationHead(OnnxModelReader.Load(files.ModelPath), classes: 150, seed: 1234);
-    string[] numbered = ["979", "980", "983", "989", "990", "991", "992", "993", "996", "1002", "1003", "1004"];
+    // The exporter numbers the MatMul weights: these six belong to layer 4, those to layer 5.
+    var numbered = new Dictionary<int, string[]>
+    {
+        [4] = ["979", "980", "983", "989", "990", "991"],
+        [5] = ["992", "993", "996", "1002", "1003", "1004"],
+    };
+    var top = Enumerable.Range(6 - layers, layers).ToList();
     var trainable = model.Graph.Initializer.Select(t => t.Name)
-        .Where(n => n.StartsWith("encoder.layer.4.", StringComparison.Ordinal) || n.StartsWith("encoder.layer.5.", StringComparison.Ordinal)
-            || n.StartsWith("head.", StringComparison.Ordinal) || numbered.Contains(n))
+        .Where(n => n.StartsWith("head.", StringComparison.Ordinal)
+            || top.Any(l => n.StartsWith($"encoder.layer.{l}.", StringComparison.Ordinal) || numbered[l].Contains(n)))
         .ToList();
 
     var (texts, labels) = Clinc150(examplesCount);
@@ -212,7 +220,7 @@ ModeResult RunChild(string childMode)
     var args = new List<string>();
     if (Path.GetFileNameWithoutExtension(host) == "dotnet") args.Add(typeof(ModeResult).Assembly.Location);
     args.AddRange(["--mode", childMode, "--examples", examplesCount.ToString(CultureInfo.InvariantCulture), "--epochs", epochs.ToString(CultureInfo.InvariantCulture),
-        "--batch", batchSize.ToString(CultureInfo.InvariantCulture), "--threads", threads.ToString(CultureInfo.InvariantCulture), "--work", work]);
+        "--batch", batchSize.ToString(CultureInfo.InvariantCulture), "--threads", threads.ToString(CultureInfo.InvariantCulture), "--layers", layers.ToString(CultureInfo.InvariantCulture), "--work", work]);
     var start = new ProcessStartInfo(host, args) { RedirectStandardOutput = true };
     using var p = Process.Start(start)!;
     var output = p.StandardOutput.ReadToEnd();
@@ -231,7 +239,7 @@ static void PrintTable(ModeResult full, ModeResult cached)
     var fullCpu = Steady(full.EpochCpuSeconds);
     var cachedCpu = Steady(cached.EpochCpuSeconds);
     var maxDiff = full.FirstEpochLosses.Zip(cached.FirstEpochLosses).Max(p => Math.Abs(p.First - p.Second));
-    Console.WriteLine($"all-MiniLM-L6-v2 + mean-pool + Linear(384->150); trainable: head + encoder layers 4-5; {full.Examples} CLINC150 train sentences, {full.Batches} batches (<= 32, length buckets of 8), AdamW; {Environment.ProcessorCount} cores shared with other jobs (load average {LoadAverage()}), so wall times are noisy: CPU seconds are the steadier measure");
+    Console.WriteLine($"all-MiniLM-L6-v2 + mean-pool + Linear(384->150); trainable: {full.Trainable}; {full.Examples} CLINC150 train sentences, {full.Batches} batches (<= 32, length buckets of 8), AdamW; {Environment.ProcessorCount} cores shared with other jobs (load average {LoadAverage()}), so wall times are noisy: CPU seconds are the steadier measure");
     Console.WriteLine($"frontier: {cached.Frontier}");
     Console.WriteLine();
     Console.WriteLine("| mode | artifacts build (s) | cache build (s wall / CPU) | cache reload (s) | epoch wall (s) | epoch CPU (s) | steady epoch wall / CPU (s) | peak RSS (MB) |");
@@ -246,6 +254,13 @@ static void PrintTable(ModeResult full, ModeResult cached)
         : "the cached epoch saved no CPU time in this run");
     Console.WriteLine($"mean loss per epoch: full {List(full.EpochLoss)}; cached {List(cached.EpochLoss)}");
     Console.WriteLine($"max |loss difference| over the {full.FirstEpochLosses.Count} steps of epoch 1: {maxDiff:E2}");
+}
+
+static string Describe(List<string> trainable)
+{
+    var layerNames = trainable.Select(n => System.Text.RegularExpressions.Regex.Match(n, @"^encoder\.layer\.(\d)\.")).Where(m => m.Success)
+        .Select(m => m.Groups[1].Value).Distinct().Order(StringComparer.Ordinal).ToList();
+    return $"head{(layerNames.Count > 0 ? " + encoder layers " + string.Join(", ", layerNames) : "")} ({trainable.Count} tensors)";
 }
 
 static double CpuSeconds()
@@ -281,5 +296,5 @@ string? Arg(string name)
 }
 
 internal sealed record ModeResult(
-    string Mode, int Examples, int Batches, double ArtifactSeconds, double CacheBuildSeconds, double CacheBuildCpuSeconds, double CacheLoadSeconds,
+    string Mode, string Trainable, int Examples, int Batches, double ArtifactSeconds, double CacheBuildSeconds, double CacheBuildCpuSeconds, double CacheLoadSeconds,
     long CacheBytes, long CacheFileBytes, List<double> EpochSeconds, List<double> EpochCpuSeconds, List<double> EpochLoss, List<float> FirstEpochLosses, double PeakMb, string Frontier);
