@@ -87,6 +87,22 @@ public sealed class ActivationCache : IDisposable
     public ActivationCache(PrefixSplit split, ActivationCacheOptions? options = null)
         : this((split ?? throw new ArgumentNullException(nameof(split))).Prefix, split.Manifest, options) { }
 
+    /// <summary>Opens a cache over a split saved with <see cref="PrefixSplit.Save"/>.</summary>
+    /// <exception cref="ActivationCacheException">The prefix model is not the one the split's manifest describes.</exception>
+    public static ActivationCache Open(string splitDirectory, ActivationCacheOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(splitDirectory);
+        var manifest = PrefixSplitManifest.Load(splitDirectory);
+        var path = Path.Combine(splitDirectory, PrefixSplit.PrefixFileName);
+        var cache = new ActivationCache(OnnxModelReader.Load(path), manifest, options);
+        if (cache.PrefixSha256 != manifest.PrefixSha256)
+        {
+            cache.Dispose();
+            throw new ActivationCacheException($"{path} (SHA-256 {cache.PrefixSha256}) is not the prefix described by {PrefixSplitManifest.FileName} ({manifest.PrefixSha256}); split the model again.");
+        }
+        return cache;
+    }
+
     /// <summary>The settings.</summary>
     public ActivationCacheOptions Options { get; }
 

@@ -82,8 +82,10 @@ public sealed class CachedTrainingTests
             Assert.Equal(10 * 8 * 4, cache.Bytes);
         }
 
-        using (var again = new ActivationCache(split, options))
+        split.Save(dir.Combine("split"));
+        using (var again = ActivationCache.Open(dir.Combine("split"), options))
         {
+            Assert.Equal(split.Manifest.PrefixSha256, again.PrefixSha256);
             Assert.Equal(10, again.LoadedFromFile);
             Assert.False(again.FileWasStale);
             var build = again.Build(examples);
