@@ -82,7 +82,9 @@ builder.Services.AddOnDeviceFineTuning(o =>
     o.GoldenTolerance = options.GoldenTolerance;
     o.TrainingThreads = 1;
     o.KeepVersions = 5;
-});
+})
+    .AddValidationGate<KnownDomainFloorGate>();
+builder.Services.AddSingleton(new KnownDomainFloor(options.MaxKnownDrop));
 using var host = builder.Build();
 var handle = host.Services.GetRequiredService<IModelHandle>();
 var writer = host.Services.GetRequiredService<IFeedbackWriter>();
@@ -110,6 +112,9 @@ double Accuracy(float[] x, long[] y)
 }
 
 var startOld = Accuracy(oldX, oldY);
+// The app gate's floor: the shipped model's accuracy on the golden set (computed like the built-in evaluator does).
+var goldenLabels = golden.Select(u => labelOf[u.Intent]).ToArray();
+host.Services.GetRequiredService<KnownDomainFloor>().Shipped = Accuracy(goldenX, goldenLabels);
 var startNew = Accuracy(newX, newY);
 Console.WriteLine();
 Console.WriteLine($"Serving the shipped model: old domains {startOld:P1}, new domains {startNew:P1} (test utterances: {oldY.Length} old, {newY.Length} new).");
@@ -149,10 +154,10 @@ foreach (var (label, domain, poison) in waves)
     while (training < options.WaveSize)
     {
         int row;
-        if (!poison && rng.NextDouble() < options.OldShare) row = oldPool[oldNext++ % oldPool.Length];
+        if (rng.NextDouble() < options.OldShare) row = oldPool[oldNext++ % oldPool.Length];
         else row = newPools[domain!][newNext[domain!]++ % newPools[domain!].Length];
-        // The buggy client attaches a random intent of the launching domain to every utterance.
-        var intent = poison ? data.Domains.First(d => d.Domain == domain).Intents[rng.Next(15)] : train[row].Intent;
+        // The buggy client sends ordinary traffic but attaches a random one of the 150 intents to every utterance.
+        var intent = poison ? data.Intents[rng.Next(data.Intents.Count)] : train[row].Intent;
         var receipt = await writer.WriteAsync(new Feedback
         {
             Tensors = new Dictionary<string, TensorData> { [IntentHead.InputName] = TensorData.Float(trainX.AsSpan(row * Dim, Dim).ToArray(), 1, Dim) },
@@ -227,14 +232,38 @@ static void Progress(int done, int total)
     else if (done == total || done / 1000 != (done - 64) / 1000) Console.WriteLine($"Embedding utterances with all-MiniLM-L6-v2 (first run only): {done}/{total}");
 }
 
+/// <summary>The shipped model's golden-set accuracy and how far below it a candidate may fall.</summary>
+internal sealed class KnownDomainFloor(double maxDrop)
+{
+    public double MaxDrop { get; } = maxDrop;
+    public double? Shipped { get; set; }
+}
+
+/// <summary>
+/// An app-supplied gate: the built-in golden-set gate compares with the serving version, so small losses could add up
+/// over many rounds; this one holds every candidate to the shipped model's golden-set accuracy minus a fixed margin.
+/// </summary>
+internal sealed class KnownDomainFloorGate(KnownDomainFloor floor) : IValidationGate
+{
+    public string Name => "known-domain-floor";
+
+    public ValueTask<GateCheckResult> EvaluateAsync(GateContext context, CancellationToken cancellationToken)
+    {
+        if (floor.Shipped is not { } shipped || context.Candidate.GoldenMetric is not { } c)
+            return ValueTask.FromResult(GateCheckResult.Pass(Name, "no golden set"));
+        var detail = $"golden {c:P1} vs shipped {shipped:P1} (max drop {floor.MaxDrop:P1})";
+        return ValueTask.FromResult(c >= shipped - floor.MaxDrop - 1e-12 ? GateCheckResult.Pass(Name, detail) : GateCheckResult.Fail(Name, detail));
+    }
+}
+
 /// <summary>Command-line options of the demo.</summary>
 internal sealed record DemoOptions
 {
     public int Rounds { get; init; } = 10;
     public int TrainPerIntent { get; init; } = 40;
     public int TestPerIntent { get; init; } = 30;
-    public int WaveSize { get; init; } = 300;
-    public double OldShare { get; init; } = 0.6;
+    public int WaveSize { get; init; } = 400;
+    public double OldShare { get; init; } = 0.7;
     public double ReplayRatio { get; init; } = 3.0;
     public int Epochs { get; init; } = 3;
     public double LearningRate { get; init; } = 1e-2;
@@ -243,7 +272,8 @@ internal sealed record DemoOptions
     public int Hidden { get; init; }
     public double BaseLearningRate { get; init; } = 1e-2;
     public int GoldenPerIntent { get; init; } = 10;
-    public double GoldenTolerance { get; init; } = 0.01;
+    public double GoldenTolerance { get; init; } = 0.02;
+    public double MaxKnownDrop { get; init; } = 0.015;
     public bool Examples { get; init; } = true;
     public string? OutDir { get; init; }
 
@@ -267,6 +297,7 @@ internal sealed record DemoOptions
                 case "--hidden": o = o with { Hidden = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
                 case "--base-lr": o = o with { BaseLearningRate = double.Parse(Next(), CultureInfo.InvariantCulture) }; break;
                 case "--golden-tolerance": o = o with { GoldenTolerance = double.Parse(Next(), CultureInfo.InvariantCulture) }; break;
+                case "--max-known-drop": o = o with { MaxKnownDrop = double.Parse(Next(), CultureInfo.InvariantCulture) }; break;
                 case "--no-examples": o = o with { Examples = false }; break;
                 case "--out": o = o with { OutDir = Next() }; break;
                 case "-h" or "--help":
@@ -274,12 +305,13 @@ internal sealed record DemoOptions
                         dotnet run --project samples/OnnxTune.Demo [-- options]
                           --fast                5 rounds (one feedback wave per new domain) instead of 10
                           --rounds N            feedback waves (default 10; the 5 new domains launch evenly over them)
-                          --wave N              training records per wave = MinNewFeedback (default 300)
-                          --old-share X         share of known-domain feedback in a wave (default 0.6)
+                          --wave N              training records per wave = MinNewFeedback (default 400)
+                          --old-share X         share of known-domain feedback in a wave (default 0.7)
                           --epochs N            EpochsPerRound (default 3)
                           --lr X                LearningRate (default 0.01)
                           --replay X            ReplayRatio (default 3)
-                          --golden-tolerance X  GoldenTolerance (default 0.01)
+                          --golden-tolerance X  GoldenTolerance, versus the serving version (default 0.02)
+                          --max-known-drop X    app gate: golden-set accuracy floor below the shipped model (default 0.015)
                           --no-golden           no golden set (known-domain utterances) in the gate
                           --no-poison           skip the buggy client's shuffled-label wave
                           --hidden N            base model Gemm 384→N→ReLU→Gemm N→150 instead of Gemm 384→150

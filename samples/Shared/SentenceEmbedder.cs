@@ -19,7 +19,7 @@ internal sealed class SentenceEmbedder : IDisposable
     public SentenceEmbedder(int threads = 0)
     {
         var files = MiniLmModel.Extract();
-        using var so = new SessionOptions { InterOpNumThreads = 1 };
+        using var so = new Microsoft.ML.OnnxRuntime.SessionOptions { InterOpNumThreads = 1 };
         if (threads > 0) so.IntraOpNumThreads = threads;
         _session = new InferenceSession(files.ModelPath, so);
         _encoder = BertTextEncoder.FromVocabulary(files.VocabularyPath, new BertTextEncoderOptions { MaxLength = 64 });
