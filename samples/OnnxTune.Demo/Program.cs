@@ -120,10 +120,10 @@ Console.WriteLine();
 Console.WriteLine($"Serving the shipped model: old domains {startOld:P1}, new domains {startNew:P1} (test utterances: {oldY.Length} old, {newY.Length} new).");
 Console.WriteLine($"Each wave: {options.WaveSize} training records (~{options.OldShare:P0} from known domains) plus ~10% held out for the gate; replay ratio {options.ReplayRatio}, {options.Epochs} epochs, lr {options.LearningRate}.");
 Console.WriteLine();
-var header = $"{"round",5} | {"feedback (domain)",-24} | {"train loss",10} | {"gate (held-out, golden: serving → candidate)",-52} | {"serving",7} | {"old acc",7} | {"new acc",7} | {"round",7} | {"swap",6}";
+var header = $"{"round",5} | {"feedback (domain)",-24} | {"train loss",10} | {"gate (held-out, golden: serving → candidate)",-54} | {"serving",7} | {"old acc",7} | {"new acc",7} | {"round",7} | {"swap",6}";
 Console.WriteLine(header);
 Console.WriteLine(new string('-', header.Length));
-Console.WriteLine($"{0,5} | {"(shipped model)",-24} | {"",10} | {"",-52} | {"base",7} | {startOld,7:P1} | {startNew,7:P1} | {"",7} | {"",6}");
+Console.WriteLine($"{0,5} | {"(shipped model)",-24} | {"",10} | {"",-54} | {"base",7} | {startOld,7:P1} | {startNew,7:P1} | {"",7} | {"",6}");
 
 // 4. Feedback arrives in waves; each wave crosses MinNewFeedback exactly at its last record and starts one round.
 var rng = new Random(2024);
@@ -175,7 +175,7 @@ foreach (var (label, domain, poison) in waves)
     var gate = Gate(completed);
     var serving = handle.ServingVersion is { } v ? $"v{v}" : "base";
     var feedbackText = $"+{training}+{heldOut}h {label}";
-    Console.WriteLine($"{round,5} | {feedbackText,-24} | {d?.TrainLoss ?? double.NaN,10:F4} | {gate,-52} | {serving,7} | {endOld,7:P1} | {endNew,7:P1} | {completed.Duration.TotalSeconds,6:F2}s | {(lastSwap is { } t ? $"{t.TotalMilliseconds,4:F0}ms" : "-"),6}");
+    Console.WriteLine($"{round,5} | {feedbackText,-24} | {d?.TrainLoss ?? double.NaN,10:F4} | {gate,-54} | {serving,7} | {endOld,7:P1} | {endNew,7:P1} | {completed.Duration.TotalSeconds,6:F2}s | {(lastSwap is { } t ? $"{t.TotalMilliseconds,4:F0}ms" : "-"),6}");
     if (poison)
     {
         var deleted = await store.DeleteUserAsync("buggy-client");
@@ -219,7 +219,7 @@ static string Gate(RoundCompletedEventArgs e)
     var heldOut = Pair(d.Serving.HeldOutMetric, d.Candidate.HeldOutMetric);
     var golden = Pair(d.Serving.GoldenMetric, d.Candidate.GoldenMetric);
     if (d.Promoted) return $"promoted  {heldOut}, {golden}";
-    var failed = d.Checks.Where(c => !c.Passed).Select(c => c.Gate).ToList();
+    var failed = d.Checks.Where(c => !c.Passed).Select(c => c.Gate switch { "golden-set" => "golden", "known-domain-floor" => "floor", var g => g }).ToList();
     return $"REJECTED by {string.Join("+", failed)}  {heldOut}, {golden}";
 }
 
