@@ -36,7 +36,7 @@ SentenceEmbedder Embedder() => embedder ??= new SentenceEmbedder();
 var sw = Stopwatch.StartNew();
 var trainX = IntentHead.EmbedCached(Path.Combine(outDir, "embeddings-train.safetensors"), train.Select(u => u.Text).ToList(), Embedder, Progress);
 var testX = IntentHead.EmbedCached(Path.Combine(outDir, "embeddings-test.safetensors"), test.Select(u => u.Text).ToList(), Embedder, Progress);
-Console.WriteLine($"{(Console.IsOutputRedirected ? "" : "\r")}Sentence embeddings (all-MiniLM-L6-v2, mean pooling, L2-normalised): {(embedder is null ? "cached in " + outDir : "computed")} in {sw.Elapsed.TotalSeconds:F1} s.{new string(' ', 20)}");
+Console.WriteLine($"{(Console.IsOutputRedirected ? "" : "\r")}Sentence embeddings (all-MiniLM-L6-v2, mean pooling, L2-normalised): {(embedder is null ? "cached in " + outDir : "computed")} in {sw.Elapsed.TotalSeconds:F1} s.{(Console.IsOutputRedirected ? "" : new string(' ', 20))}");
 const int Dim = SentenceEmbedder.Dimension;
 
 // The app ships a golden set next to its model: unseen utterances of the known domains (the next ones in CLINC150's
