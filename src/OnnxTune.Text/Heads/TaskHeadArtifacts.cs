@@ -8,8 +8,14 @@ namespace OnnxTune.Text.Heads;
 /// <summary>Builds training artifacts for an encoder + head so that its dropout is on only while training.</summary>
 public static class TaskHeadArtifacts
 {
+    /// <summary>Builds the artifacts with OnnxTune's AdamW/SGD optimizer graph (see the other overload).</summary>
+    /// <param name="model">An inference model made by <see cref="TaskHeadBuilder.Build"/>.</param>
+    /// <param name="options">Selection, loss and optimizer.</param>
+    public static TrainingArtifacts Build(ModelProto model, ArtifactOptions options) =>
+        Build(model, options, (p, spec, opset) => Autodiff.Optimizers.OptimizerGraphBuilder.Build(p, spec, opset));
+
     /// <summary>
-    /// Like <see cref="ArtifactBuilder.Build"/>, with the head Dropout's <c>training_mode</c> set to true in the
+    /// Like <see cref="ArtifactBuilder.Build(ModelProto, ArtifactOptions, string?)"/>, with the head Dropout's <c>training_mode</c> set to true in the
     /// training graph (the backward pass reuses the forward mask), false in the eval graph, and the inference model
     /// being <paramref name="model"/> itself (dropout off).
     /// </summary>

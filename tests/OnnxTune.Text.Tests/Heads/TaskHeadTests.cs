@@ -1,6 +1,5 @@
 using Onnx;
 using OnnxTune.Autodiff.Artifacts;
-using OnnxTune.Autodiff.Optimizers;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Onnx.Tensors;
 using OnnxTune.Text.Heads;
@@ -102,8 +101,7 @@ public sealed class TaskHeadTests(MiniLmFixture fixture, ITestOutputHelper log)
         var head = TaskHeadBuilder.Build(Encoder, new TaskHeadOptions { Outputs = 4, Dropout = 0.25f });
         var map = EncoderLayerMap.Create(head.Model);
         var built = TaskHeadArtifacts.Build(head.Model,
-            new ArtifactOptions { Selection = new ParameterSelection { TrainableNames = map.HeadAndTopLayers(1) }, Loss = head.Loss },
-            (p, spec, opset) => OptimizerGraphBuilder.Build(p, spec, opset));
+            new ArtifactOptions { Selection = new ParameterSelection { TrainableNames = map.HeadAndTopLayers(1) }, Loss = head.Loss });
         Assert.True(TrainingMode(built.Training));
         Assert.False(TrainingMode(built.Eval));
         Assert.False(TrainingMode(built.Inference));
