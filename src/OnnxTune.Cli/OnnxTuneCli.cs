@@ -21,6 +21,7 @@ internal static class OnnxTuneCli
             ExportCommand.Create(context),
             InspectCommand.Create(context),
             EvalCommand.Create(context),
+            MiniLmCommand.Create(context),
         };
         var config = new InvocationConfiguration { Output = context.Out, Error = context.Error };
         return root.Parse(args).Invoke(config);
