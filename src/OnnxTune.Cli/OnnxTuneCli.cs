@@ -20,6 +20,8 @@ internal static class OnnxTuneCli
             TrainCommand.Create(context),
             ExportCommand.Create(context),
             InspectCommand.Create(context),
+            EvalCommand.Create(context),
+            MiniLmCommand.Create(context),
         };
         var config = new InvocationConfiguration { Output = context.Out, Error = context.Error };
         return root.Parse(args).Invoke(config);

@@ -7,6 +7,7 @@ using Microsoft.Extensions.Options;
 using OnnxTune.Hosting;
 using OnnxTune.Hosting.Diagnostics;
 using OnnxTune.Hosting.Internal;
+using OnnxTune.Hosting.Training;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -15,7 +16,7 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
 {
     /// <summary>
     /// Registers the default model: <see cref="IModelHandle"/>, <see cref="IFeedbackWriter"/>, <see cref="IFeedbackStore"/>,
-    /// <see cref="ModelVersionStore"/> (unkeyed and keyed by ""), the background fine-tuning service and a health check.
+    /// <see cref="ModelVersionStore"/> (unkeyed and keyed by ""), the training engine, the background fine-tuning service and a health check.
     /// </summary>
     public static IOnDeviceFineTuningBuilder AddOnDeviceFineTuning(this IServiceCollection services, Action<OnDeviceFineTuningOptions>? configure = null) =>
         services.AddOnDeviceFineTuning(Options.Options.DefaultName, configure);
@@ -48,6 +49,10 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
             return new SqliteFeedbackStore(o.FeedbackDatabasePath ?? Path.Combine(o.ModelStorePath, "feedback.db"));
         });
         services.TryAddKeyedSingleton<IFeedbackEncoder>(name, (_, _) => new TensorFeedbackEncoder(name));
+        // The training engine; an app (or a text package) may register its own IFineTuningRound for the name instead.
+        services.TryAddKeyedSingleton<IFineTuningRound>(name, (sp, _) => new TrainingSessionFineTuningRound(
+            sp.GetRequiredKeyedService<IFeedbackEncoder>(name),
+            (ILogger?)sp.GetService<ILoggerFactory>()?.CreateLogger("OnnxTune.Hosting") ?? NullLogger.Instance));
         services.TryAddKeyedSingleton<IModelEvaluator>(name, (sp, _) =>
         {
             var m = sp.GetRequiredKeyedService<FineTunedModel>(name);

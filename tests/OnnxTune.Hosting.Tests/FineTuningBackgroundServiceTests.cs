@@ -128,6 +128,8 @@ public sealed class FineTuningBackgroundServiceTests : IDisposable
             o.HeldOutShare = 0;
         });
         var svc = h.Service;
+        // Only the trigger logic is under test: stop the loop so its own round cannot reset the interval during the time jumps.
+        await svc.StopAsync(default);
         Assert.False(await svc.ShouldRunAsync(default)); // nothing new
         await h.WriteFeedbackAsync(6, label: 1, seed: 6);
         Assert.Equal(6, await h.Store.CountTrainingSinceAsync(0));

@@ -39,7 +39,14 @@ public sealed record TrainingArtifacts(ArtifactManifest Manifest, ModelProto Tra
 /// </summary>
 public static class ArtifactBuilder
 {
-    /// <summary>Builds all graphs in memory.</summary>
+    /// <summary>Builds all graphs in memory, with OnnxTune's AdamW/SGD optimizer graph.</summary>
+    /// <param name="model">The inference model (not modified).</param>
+    /// <param name="options">Selection, loss and optimizer.</param>
+    /// <param name="sourceSha256">Hash of the source file, recorded in the manifest (computed from the model bytes when null).</param>
+    public static TrainingArtifacts Build(ModelProto model, ArtifactOptions options, string? sourceSha256 = null) =>
+        Build(model, options, (p, spec, opset) => Optimizers.OptimizerGraphBuilder.Build(p, spec, opset), sourceSha256);
+
+    /// <summary>Builds all graphs in memory with a custom optimizer graph.</summary>
     /// <param name="model">The inference model (not modified).</param>
     /// <param name="options">Selection, loss and optimizer.</param>
     /// <param name="sourceSha256">Hash of the source file, recorded in the manifest (computed from the model bytes when null).</param>

@@ -22,6 +22,7 @@ public static class DoublePrecisionConverter
 
     private static void ConvertGraph(GraphProto g)
     {
+        RewriteOpsWithoutDoubleKernels(g);
         for (var i = 0; i < g.Initializer.Count; i++) g.Initializer[i] = ConvertTensor(g.Initializer[i]);
         foreach (var v in g.Input.Concat(g.Output).Concat(g.ValueInfo))
             if (v.Type?.TensorType is { } tt && tt.ElemType == (int)DataType.Float) tt.ElemType = (int)DataType.Double;
@@ -45,6 +46,53 @@ public static class DoublePrecisionConverter
                 n.Attribute.Remove(vfs);
                 n.Attribute.Add(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = TensorProtos.Double("v", vfs.Floats.Select(f => (double)f).ToArray(), vfs.Floats.Count) });
             }
+        }
+    }
+
+    // ONNX Runtime's CPU provider has no float64 Softplus or LeakyRelu: rewrite them with equivalent ops that
+    // have one, so checks of graphs using them (e.g. the BCE-with-logits loss) keep float64 tolerances.
+    private static void RewriteOpsWithoutDoubleKernels(GraphProto g)
+    {
+        var counter = 0;
+        string Name(string hint) => $"{hint}__f64_{counter++}";
+        for (var i = 0; i < g.Node.Count; i++)
+        {
+            var n = g.Node[i];
+            if (!string.IsNullOrEmpty(n.Domain)) continue;
+            List<NodeProto>? replacement = null;
+            if (n.OpType == "Softplus")
+            {
+                // softplus(x) = relu(x) + log(1 + exp(-|x|))
+                string x = n.Input[0], y = n.Output[0];
+                string abs = Name(y), neg = Name(y), exp = Name(y), one = Name(y), add = Name(y), log = Name(y), relu = Name(y);
+                g.Initializer.Add(TensorProtos.Double(one, [1.0]));
+                replacement =
+                [
+                    Node("Abs", [x], abs), Node("Neg", [abs], neg), Node("Exp", [neg], exp), Node("Add", [exp, one], add),
+                    Node("Log", [add], log), Node("Relu", [x], relu), Node("Add", [relu, log], y),
+                ];
+            }
+            else if (n.OpType == "LeakyRelu")
+            {
+                string x = n.Input[0], y = n.Output[0];
+                var alpha = n.Attribute.FirstOrDefault(a => a.Name == "alpha")?.F ?? 0.01f;
+                string zero = Name(y), alphaName = Name(y), positive = Name(y), scaled = Name(y);
+                g.Initializer.Add(TensorProtos.Double(zero, [0.0]));
+                g.Initializer.Add(TensorProtos.Double(alphaName, [alpha]));
+                replacement = [Node("Greater", [x, zero], positive), Node("Mul", [x, alphaName], scaled), Node("Where", [positive, x, scaled], y)];
+            }
+            if (replacement is null) continue;
+            g.Node.RemoveAt(i);
+            for (var k = 0; k < replacement.Count; k++) g.Node.Insert(i + k, replacement[k]);
+            i += replacement.Count - 1;
+        }
+
+        NodeProto Node(string op, string[] inputs, string output)
+        {
+            var node = new NodeProto { OpType = op, Name = Name(op) };
+            node.Input.AddRange(inputs);
+            node.Output.Add(output);
+            return node;
         }
     }
 

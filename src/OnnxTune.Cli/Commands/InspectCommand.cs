@@ -4,6 +4,7 @@ using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Autodiff.Gradients;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Onnx.Tensors;
+using OnnxTune.Text.Layers;
 using DataType = Onnx.TensorProto.Types.DataType;
 
 namespace OnnxTune.Cli.Commands;
@@ -52,6 +53,25 @@ internal static class InspectCommand
             w.WriteLine($"  frozen:    {manifest.FrozenParameters.Count} ({ArtifactsCommand.Elements(manifest.FrozenParameters):N0} values): {Names(manifest.FrozenParameters)}");
             w.WriteLine($"  loss: {SelectionAndLossOptions.LossName(manifest.Loss.Kind)} on '{manifest.Loss.OutputName}'{(manifest.Loss.LabelName is { } l ? $", labels '{l}'" : "")}");
             w.WriteLine($"  optimizer: {ArtifactsCommand.Describe(manifest.Optimizer)}");
+        }
+
+        var layerMap = EncoderLayerMap.Create(model);
+        if (layerMap.LayerCount > 0 || layerMap.Assignments.Any(a => a.Block == EncoderLayerMap.Head))
+        {
+            var trainable = manifest?.TrainableParameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+            var shapes = floats.ToDictionary(t => t.Name, t => $"[{string.Join(", ", t.Dims)}]", StringComparer.Ordinal);
+            w.WriteLine($"layers: {layerMap.LayerCount} encoder layers; parameter -> block{(trainable is null ? "" : " (T = trainable)")}:");
+            var nameWidth = Math.Min(60, layerMap.Assignments.Select(a => a.Parameter.Length).DefaultIfEmpty(0).Max());
+            var shapeWidth = shapes.Values.Select(v => v.Length).DefaultIfEmpty(0).Max();
+            foreach (var a in layerMap.Assignments)
+            {
+                var mark = trainable is null ? "" : trainable.Contains(a.Parameter) ? "T " : "  ";
+                var via = a.Via is null ? "" : a.InferredName is { } inferred ? $"  (via {a.Via}: {inferred})" : $"  (via {a.Via})";
+                w.WriteLine($"  {mark}{a.Parameter.PadRight(nameWidth)} {shapes[a.Parameter].PadRight(shapeWidth)}  {a.Block ?? "? (not assigned)"}{via}");
+            }
+            var unassigned = layerMap.Assignments.Count(a => a.Block is null);
+            if (unassigned > 0)
+                w.WriteLine($"  {unassigned} parameter(s) could not be assigned to a block; --trainable-layers leaves them frozen.");
         }
 
         var registry = GradientRuleRegistry.Default;

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Cli.Text;
 using OnnxTune.Training;
 using OnnxTune.Training.Data;
 
@@ -19,7 +20,7 @@ internal static class TrainCommand
     public static Command Create(CliContext context)
     {
         var artifacts = new Argument<string>("artifacts-dir") { Description = "Artifacts folder written by 'onnxtune artifacts'." };
-        var data = new Option<string>("--data") { Description = "Safetensors file: one tensor per model input (same name) plus the labels, batched on dim 0.", Required = true, HelpName = "file.safetensors" };
+        var data = new Option<string>("--data") { Description = "Safetensors file (one tensor per model input plus the labels, batched on dim 0), or for artifacts built with --head a CSV / JSON Lines file with 'text' and 'label' fields.", Required = true, HelpName = "file" };
         var output = new Option<string>("--out") { Description = "Folder for model.onnx (exported inference model) and checkpoint/.", Required = true, HelpName = "dir" };
         var epochs = new Option<int>("--epochs") { Description = "Passes over the data.", DefaultValueFactory = _ => 1, HelpName = "n" };
         var batch = new Option<int>("--batch-size") { Description = "Samples per optimizer step (PyTorch DataLoader default).", DefaultValueFactory = _ => 1, HelpName = "n" };
@@ -47,25 +48,44 @@ internal static class TrainCommand
         var artifactsDir = context.FullPath(s.Artifacts);
         var outDir = context.FullPath(s.Out);
         var manifest = ArtifactManifest.Load(artifactsDir);
-        var data = TensorDataFile.Open(context.FullPath(s.Data), manifest);
+        var dataPath = context.FullPath(s.Data);
         var seed = s.Seed ?? 0;
+        int sampleCount, batchesPerEpoch;
+        Func<int, IEnumerable<TrainingBatch>> epochBatches;
+        string order;
+        if (TextDataFile.IsTextData(dataPath))
+        {
+            var text = TextTask.Load(artifactsDir, manifest, dataPath);
+            sampleCount = text.Count;
+            batchesPerEpoch = text.BatchCount(s.BatchSize);
+            // Length batching: similar lengths share a batch; with shuffling each epoch mixes ties and batch order anew.
+            epochBatches = epoch => text.Batches(s.BatchSize, s.Shuffle ? seed + epoch - 1 : null).Select(b => b.Batch);
+            order = s.Shuffle ? $"length-bucketed text, shuffled (seed {seed})" : "length-bucketed text, shortest first";
+        }
+        else
+        {
+            var data = TensorDataFile.Open(dataPath, manifest);
+            var sampler = new BatchSampler(data.SampleCount, s.BatchSize, s.Shuffle, seed);
+            sampleCount = data.SampleCount;
+            batchesPerEpoch = sampler.BatchesPerEpoch;
+            epochBatches = _ => sampler.NextEpoch().Select(indices => data.CreateBatch(indices));
+            order = s.Shuffle ? $"shuffled (seed {seed})" : "in order";
+        }
         using var session = TrainingSession.Open(artifactsDir, new TrainingSessionOptions { Seed = seed });
         if (s.LearningRate is { } lr) session.LearningRate = lr;
 
-        var sampler = new BatchSampler(data.SampleCount, s.BatchSize, s.Shuffle, seed);
         var w = context.Out;
-        w.WriteLine($"training {data.SampleCount} samples, {sampler.BatchesPerEpoch} batches of up to {s.BatchSize} per epoch, {s.Epochs} epoch(s), {(s.Shuffle ? $"shuffled (seed {seed})" : "in order")}, lr {session.LearningRate.ToString("G6", CultureInfo.InvariantCulture)}");
+        w.WriteLine($"training {sampleCount} samples, {batchesPerEpoch} batches of up to {s.BatchSize} per epoch, {s.Epochs} epoch(s), {order}, lr {session.LearningRate.ToString("G6", CultureInfo.InvariantCulture)}");
         var epochLosses = new List<double>();
         var stepLosses = new List<float>();
         var clock = new Stopwatch();
         for (var epoch = 1; epoch <= s.Epochs; epoch++)
         {
-            var progress = new TextProgress(w, context.ShowProgress, $"epoch {epoch}/{s.Epochs}", sampler.BatchesPerEpoch);
-            var batches = sampler.NextEpoch();
+            var progress = new TextProgress(w, context.ShowProgress, $"epoch {epoch}/{s.Epochs}", batchesPerEpoch);
             double sum = 0;
-            for (var b = 0; b < batches.Count; b++)
+            var b = 0;
+            foreach (var batch in epochBatches(epoch))
             {
-                var batch = data.CreateBatch(batches[b]);
                 clock.Start();
                 var loss = session.TrainStep(batch);
                 if (!float.IsFinite(loss))
@@ -78,12 +98,13 @@ internal static class TrainCommand
                 clock.Stop();
                 stepLosses.Add(loss);
                 sum += loss;
-                progress.Report(b + 1, $"loss {loss:F4}");
+                b++;
+                progress.Report(b, $"loss {loss:F4}");
             }
             progress.Clear();
-            var mean = sum / batches.Count;
+            var mean = sum / b;
             epochLosses.Add(mean);
-            w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {epoch}/{s.Epochs}: mean batch loss {mean:F6} ({batches.Count} steps)"));
+            w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {epoch}/{s.Epochs}: mean batch loss {mean:F6} ({b} steps)"));
         }
 
         var checkpoint = Path.Combine(outDir, "checkpoint");

@@ -147,21 +147,32 @@ public static class GradientChecker
             return list;
         }
 
+        // Unperturbed parameters are wrapped once; a probe perturbs one element of one buffer and restores it.
+        var paramBuffers = parameters.Select(p => dbl ? (Array)p.Values.ToArray() : p.Values.Select(x => (float)x).ToArray()).ToArray();
+        var paramValues = parameters.Select((p, i) => paramBuffers[i] is double[] d
+            ? OrtValue.CreateTensorValueFromMemory(d, p.Shape)
+            : OrtValue.CreateTensorValueFromMemory((float[])paramBuffers[i], p.Shape)).ToArray();
+        var evalFeeds = BaseFeeds(evalSession);
+        evalFeeds.AddRange(parameters.Select((p, i) => (p.Name, paramValues[i])));
+        var evalNames = evalFeeds.Select(x => x.Item1).ToArray();
+        var evalValues = evalFeeds.Select(x => x.Item2).ToArray();
+        using var runOptions = new RunOptions();
+
         double EvalLoss(int paramIndex, int element, double delta)
         {
-            var f = BaseFeeds(evalSession);
-            for (var i = 0; i < parameters.Count; i++)
-            {
-                var v = parameters[i].Values;
-                if (i == paramIndex) { v = v.ToArray(); v[element] += delta; }
-                f.Add((parameters[i].Name, Param(v, parameters[i].Shape)));
-            }
+            var buffer = paramBuffers[paramIndex];
+            double original;
+            if (buffer is double[] d) { original = d[element]; d[element] = original + delta; }
+            else { var f = (float[])buffer; original = f[element]; f[element] = (float)(original + delta); }
             try
             {
-                using var results = evalSession.Run(new RunOptions(), f.Select(x => x.Item1).ToArray(), f.Select(x => x.Item2).ToArray(), [lossName]);
+                using var results = evalSession.Run(runOptions, evalNames, evalValues, [lossName]);
                 return dbl ? results[0].GetTensorDataAsSpan<double>()[0] : results[0].GetTensorDataAsSpan<float>()[0];
             }
-            finally { foreach (var (_, v) in f) v.Dispose(); }
+            finally
+            {
+                if (buffer is double[] d2) d2[element] = original; else ((float[])buffer)[element] = (float)original;
+            }
         }
 
         // Analytic gradients.
@@ -203,6 +214,7 @@ public static class GradientChecker
             }
             checks.Add(new ParameterGradientCheck(parameters[i].Name, maxRel, maxAbs, elements.Length, passed));
         }
+        foreach (var v in evalValues) v.Dispose();
         return new GradientCheckReport(checks, dbl, rtol, options.Seed, lossValue);
     }
 

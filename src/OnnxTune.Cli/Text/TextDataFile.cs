@@ -1,0 +1,139 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace OnnxTune.Cli.Text;
+
+/// <summary>One labelled text: the label as written (a class name, a class index or a number) and, for JSON arrays, its values.</summary>
+internal sealed record TextExample(string Text, string? Label, float[]? Values, int Line);
+
+/// <summary>
+/// Reads labelled text from CSV (a header row with <c>text</c> and <c>label</c> columns, RFC 4180 quoting) or JSON
+/// Lines (one object per line with a string <c>text</c> and a <c>label</c> that is a string, a number or, for
+/// multi-output regression, an array of numbers).
+/// </summary>
+internal static class TextDataFile
+{
+    public static bool IsTextData(string path) =>
+        Path.GetExtension(path).ToLowerInvariant() is ".csv" or ".jsonl" or ".ndjson" or ".json";
+
+    public static List<TextExample> Read(string path)
+    {
+        if (!File.Exists(path)) throw new OnnxTuneException($"Data file '{path}' does not exist.");
+        var examples = Path.GetExtension(path).Equals(".csv", StringComparison.OrdinalIgnoreCase) ? ReadCsv(path) : ReadJsonLines(path);
+        if (examples.Count == 0) throw new OnnxTuneException($"Data file '{path}' holds no examples.");
+        return examples;
+    }
+
+    private static List<TextExample> ReadJsonLines(string path)
+    {
+        var result = new List<TextExample>();
+        var lineNo = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            JsonDocument doc;
+            try { doc = JsonDocument.Parse(line); }
+            catch (JsonException e) { throw new OnnxTuneException($"{path}:{lineNo}: not a JSON object ({e.Message}). JSON Lines files hold one object per line: {{\"text\": \"...\", \"label\": \"...\"}}.", e); }
+            using (doc)
+            {
+                var root = doc.RootElement;
+                if (root.ValueKind != JsonValueKind.Object)
+                    throw new OnnxTuneException($"{path}:{lineNo}: expected a JSON object with 'text' and 'label'.");
+                if (!root.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                    throw new OnnxTuneException($"{path}:{lineNo}: field 'text' is missing or not a string.");
+                string? label = null;
+                float[]? values = null;
+                if (root.TryGetProperty("label", out var l))
+                {
+                    switch (l.ValueKind)
+                    {
+                        case JsonValueKind.String: label = l.GetString(); break;
+                        case JsonValueKind.Number: label = l.GetRawText(); values = [l.GetSingle()]; break;
+                        case JsonValueKind.Array:
+                            values = l.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Number ? e.GetSingle()
+                                : throw new OnnxTuneException($"{path}:{lineNo}: 'label' arrays must hold numbers.")).ToArray();
+                            label = l.GetRawText();
+                            break;
+                        case JsonValueKind.Null: break;
+                        default: throw new OnnxTuneException($"{path}:{lineNo}: 'label' must be a string, a number or an array of numbers.");
+                    }
+                }
+                result.Add(new TextExample(text.GetString()!, label, values, lineNo));
+            }
+        }
+        return result;
+    }
+
+    private static List<TextExample> ReadCsv(string path)
+    {
+        var rows = ParseCsv(File.ReadAllText(path, Encoding.UTF8), path);
+        if (rows.Count == 0) return [];
+        var header = rows[0].Fields.Select(h => h.Trim().TrimStart('\uFEFF').ToLowerInvariant()).ToList();
+        var textCol = header.IndexOf("text");
+        var labelCol = header.IndexOf("label");
+        if (textCol < 0)
+            throw new OnnxTuneException($"{path}: the header row has no 'text' column (columns: {string.Join(", ", header)}).");
+        var result = new List<TextExample>(rows.Count - 1);
+        foreach (var (fields, line) in rows.Skip(1))
+        {
+            if (fields.Count == 1 && fields[0].Length == 0) continue;
+            if (fields.Count != header.Count)
+                throw new OnnxTuneException($"{path}:{line}: {fields.Count} fields, but the header has {header.Count}.");
+            string? label = labelCol < 0 || fields[labelCol].Length == 0 ? null : fields[labelCol];
+            float[]? values = label is not null && float.TryParse(label, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? [v] : null;
+            result.Add(new TextExample(fields[textCol], label, values, line));
+        }
+        return result;
+    }
+
+    internal static List<(List<string> Fields, int Line)> ParseCsv(string content, string path)
+    {
+        var rows = new List<(List<string>, int)>();
+        var fields = new List<string>();
+        var field = new StringBuilder();
+        var line = 1;
+        var rowLine = 1;
+        var quoted = false;
+        for (var i = 0; i < content.Length; i++)
+        {
+            var c = content[i];
+            if (quoted)
+            {
+                if (c == '"')
+                {
+                    if (i + 1 < content.Length && content[i + 1] == '"') { field.Append('"'); i++; }
+                    else quoted = false;
+                }
+                else
+                {
+                    if (c == '\n') line++;
+                    field.Append(c);
+                }
+                continue;
+            }
+            switch (c)
+            {
+                case '"' when field.Length == 0: quoted = true; break;
+                case ',': fields.Add(field.ToString()); field.Clear(); break;
+                case '\r': break;
+                case '\n':
+                    fields.Add(field.ToString()); field.Clear();
+                    rows.Add((fields, rowLine));
+                    fields = [];
+                    line++;
+                    rowLine = line;
+                    break;
+                default: field.Append(c); break;
+            }
+        }
+        if (quoted) throw new OnnxTuneException($"{path}:{rowLine}: a quoted field is not closed.");
+        if (field.Length > 0 || fields.Count > 0)
+        {
+            fields.Add(field.ToString());
+            rows.Add((fields, rowLine));
+        }
+        return rows;
+    }
+}

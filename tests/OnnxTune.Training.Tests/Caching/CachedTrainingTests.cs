@@ -1,0 +1,174 @@
+using Onnx;
+using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Autodiff.Partitioning;
+using OnnxTune.Onnx.Models;
+using OnnxTune.Onnx.Tensors;
+using OnnxTune.Training.Caching;
+using OnnxTune.Training.SafeTensors;
+using OnnxTune.Training.Tests.TestUtilities;
+using TrainingSession = OnnxTune.Training.TrainingSession;
+
+namespace OnnxTune.Training.Tests.Caching;
+
+public sealed class CachedTrainingTests
+{
+    private const int Epochs = 5;
+
+    private static readonly string[] Trainable = ["fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"];
+
+    [Fact]
+    public void Training_on_cached_activations_matches_training_the_full_model()
+    {
+        var model = Mlp();
+        var examples = Examples(24, seed: 1);
+        var batches = ExampleBatches.Create(examples, batchSize: 6);
+        using var dir = new TempDirectory();
+        var options = new ArtifactOptions
+        {
+            Selection = new ParameterSelection { Trainable = ["fc2.*", "fc3.*"] },
+            Loss = new LossSpec { Kind = LossKind.CrossEntropy },
+            Optimizer = new OptimizerSpec { LearningRate = 0.05 },
+        };
+
+        GeneratedArtifacts.Create(model, options, dir.Combine("full"));
+        var expected = new List<float>();
+        using (var full = TrainingSession.Open(dir.Combine("full")))
+            for (var epoch = 0; epoch < Epochs; epoch++)
+                foreach (var batch in batches)
+                {
+                    expected.Add(full.TrainStep(ExampleBatches.Stack(batch)));
+                    full.OptimizerStep();
+                }
+
+        var split = FrozenPrefixSplitter.Split(model, Trainable);
+        GeneratedArtifacts.Create(split.Suffix, options, dir.Combine("suffix"));
+        var actual = new List<float>();
+        using var cache = new ActivationCache(split);
+        using (var suffix = TrainingSession.Open(dir.Combine("suffix")))
+        {
+            var trainer = new CachedTrainer(suffix, cache);
+            for (var epoch = 0; epoch < Epochs; epoch++)
+            {
+                var result = trainer.TrainEpoch(batches);
+                Assert.Equal(epoch == 0 ? 24 : 0, result.Cache.Computed);
+                Assert.Equal(4, result.OptimizerSteps);
+                actual.AddRange(result.Losses);
+            }
+        }
+
+        Assert.Equal(expected.Count, actual.Count);
+        var firstEpoch = expected.Take(4).Average();
+        var lastEpoch = expected.TakeLast(4).Average();
+        Assert.True(lastEpoch < firstEpoch * 0.9f, $"training should lower the loss: {firstEpoch} → {lastEpoch}");
+        for (var i = 0; i < expected.Count; i++)
+            Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-5f, $"step {i}: full {expected[i]}, cached {actual[i]}");
+    }
+
+    [Fact]
+    public void Cache_file_round_trips_and_is_reused_by_a_later_round()
+    {
+        var split = FrozenPrefixSplitter.Split(Mlp(), Trainable);
+        var examples = Examples(10, seed: 2);
+        using var dir = new TempDirectory();
+        var options = new ActivationCacheOptions { FilePath = dir.Combine("cache", "activations.safetensors"), BatchSize = 4 };
+
+        Dictionary<string, float[]> first;
+        using (var cache = new ActivationCache(split, options))
+        {
+            var build = cache.Build(examples);
+            Assert.Equal((10, 0, 3), (build.Computed, build.Reused, build.PrefixRuns));
+            Assert.True(File.Exists(options.FilePath));
+            first = examples.ToDictionary(e => e.Id, e => cache.Get(e.Id).Single().ToFloatArray());
+            Assert.Equal(10 * 8 * 4, cache.Bytes);
+        }
+
+        split.Save(dir.Combine("split"));
+        using (var again = ActivationCache.Open(dir.Combine("split"), options))
+        {
+            Assert.Equal(split.Manifest.PrefixSha256, again.PrefixSha256);
+            Assert.Equal(10, again.LoadedFromFile);
+            Assert.False(again.FileWasStale);
+            var build = again.Build(examples);
+            Assert.Equal((0, 10, 0), (build.Computed, build.Reused, build.PrefixRuns));
+            foreach (var e in examples)
+            {
+                var t = again.Get(e.Id).Single();
+                Assert.Equal("act1_out", t.Name);
+                Assert.Equal([8L], t.Shape);
+                Assert.Equal(first[e.Id], t.ToFloatArray());
+            }
+
+            // An example whose inputs changed under the same id is recomputed.
+            var changed = examples[3] with { Inputs = [SafeTensor.FromFloats("features", [9f, 9f, 9f, 9f], 4)] };
+            Assert.False(again.Contains(changed));
+            Assert.Equal(1, again.Build([changed]).Computed);
+            Assert.NotEqual(first[changed.Id], again.Get(changed.Id).Single().ToFloatArray());
+        }
+    }
+
+    [Fact]
+    public void Cache_file_of_another_prefix_is_ignored_and_replaced()
+    {
+        var model = Mlp();
+        var examples = Examples(6, seed: 3);
+        using var dir = new TempDirectory();
+        var options = new ActivationCacheOptions { FilePath = dir.Combine("activations.safetensors") };
+        var split = FrozenPrefixSplitter.Split(model, Trainable);
+        float[] before;
+        using (var cache = new ActivationCache(split, options))
+        {
+            cache.Build(examples);
+            before = cache.Get(examples[0].Id).Single().ToFloatArray();
+        }
+
+        // New frozen weights (e.g. a model update between rounds) change the prefix hash.
+        var updated = model.Clone();
+        var w = updated.Graph.Initializer.First(t => t.Name == "fc1.weight");
+        var values = TensorProtos.ToFloatArray(w).Select(v => v * 2f).ToArray();
+        updated.Graph.Initializer[updated.Graph.Initializer.IndexOf(w)] = TensorProtos.Float("fc1.weight", values, [.. w.Dims]);
+        var split2 = FrozenPrefixSplitter.Split(updated, Trainable);
+        Assert.NotEqual(split.Manifest.PrefixSha256, split2.Manifest.PrefixSha256);
+        using (var cache = new ActivationCache(split2, options))
+        {
+            Assert.True(cache.FileWasStale);
+            Assert.Equal(0, cache.LoadedFromFile);
+            Assert.Equal(6, cache.Build(examples).Computed);
+            Assert.NotEqual(before, cache.Get(examples[0].Id).Single().ToFloatArray());
+        }
+        using (var reopened = new ActivationCache(split2, options))
+            Assert.Equal(6, reopened.LoadedFromFile);
+        var meta = SafeTensorsFile.Read(options.FilePath!).Metadata;
+        Assert.Equal(split2.Manifest.PrefixSha256, meta["prefix_sha256"]);
+    }
+
+    [Fact]
+    public void Misuse_fails_with_messages_naming_the_example_or_tensor()
+    {
+        var split = FrozenPrefixSplitter.Split(Mlp(), Trainable);
+        using var cache = new ActivationCache(split);
+        var missing = Assert.Throws<ActivationCacheException>(() => cache.Get("nope"));
+        Assert.Contains("'nope'", missing.Message, StringComparison.Ordinal);
+        var noInput = new TrainingExample("bad", [SafeTensor.FromFloats("other", [1f], 1)]);
+        Assert.Contains("features", Assert.Throws<ActivationCacheException>(() => cache.Build([noInput])).Message, StringComparison.Ordinal);
+        var dup = Examples(2, seed: 4);
+        Assert.Contains("twice", Assert.Throws<ActivationCacheException>(() => cache.Build([dup[0], dup[0]])).Message, StringComparison.Ordinal);
+        var mixed = new[] { Example("a", 4, 1), Example("b", 5, 1) };
+        Assert.Contains("cannot share a batch", Assert.Throws<ActivationCacheException>(() => ExampleBatches.Stack(mixed)).Message, StringComparison.Ordinal);
+    }
+
+    internal static ModelProto Mlp() => new MlpModelBuilder(4).Layer(8).Layer(8).Layer(3).Build(seed: 7);
+
+    internal static List<TrainingExample> Examples(int count, int seed)
+    {
+        var rng = new Random(seed);
+        return Enumerable.Range(0, count).Select(i =>
+        {
+            var x = Enumerable.Range(0, 4).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            var label = x[0] + x[1] > 0 ? 0L : x[2] > 0 ? 1L : 2L;
+            return new TrainingExample($"ex{i}", [SafeTensor.FromFloats("features", x, 4)], SafeTensor.FromInt64s("labels", [label]));
+        }).ToList();
+    }
+
+    private static TrainingExample Example(string id, int width, long label) =>
+        new(id, [SafeTensor.FromFloats("features", new float[width], width)], SafeTensor.FromInt64s("labels", [label]));
+}
