@@ -72,6 +72,23 @@ public sealed class TextFeedbackTests(TextModelFixture model, ITestOutputHelper 
     }
 
     [Fact]
+    public async Task Concurrent_predictions_match_sequential_ones()
+    {
+        await using var h = await StartAsync();
+        var classifier = h.Host.Services.GetRequiredKeyedService<ITextClassifier>(h.Name);
+        var texts = model.Test.Select(e => e.Text).ToArray();
+        var sequential = texts.Select(t => classifier.Predict(t)).ToArray();
+        var parallel = new TextPrediction[texts.Length];
+        Parallel.For(0, texts.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i => parallel[i] = classifier.Predict(texts[i]));
+        for (var i = 0; i < texts.Length; i++)
+        {
+            Assert.Equal(sequential[i].ClassIndex, parallel[i].ClassIndex);
+            Assert.Equal(sequential[i].Probabilities, parallel[i].Probabilities);
+            Assert.Null(parallel[i].Version);
+        }
+    }
+
+    [Fact]
     public void Bucket_padding_leaves_the_logits_unchanged()
     {
         var text = TextModelContext.TryCreate("m", model.Manifest, model.ArtifactsPath)!;
