@@ -126,7 +126,7 @@ public sealed class TextFeedbackTests(TextModelFixture model, ITestOutputHelper 
     [Fact]
     public async Task Text_over_MaxTextLength_and_unknown_labels_are_rejected_with_typed_errors()
     {
-        await using var h = await StartAsync(o => o.MaxTextLength = 20);
+        await using var h = await StartAsync(o => { o.MaxTextLength = 20; o.HeldOutShare = 0; });
         var tooLong = await Assert.ThrowsAsync<FeedbackValidationException>(() => h.Writer.WriteAsync(Feedback.ForText("please set an alarm for seven", "alarm")).AsTask());
         Assert.Equal(FeedbackErrorKind.TextTooLong, tooLong.Kind);
         Assert.Equal("Text", tooLong.Field);
