@@ -16,7 +16,7 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
 {
     /// <summary>
     /// Registers the default model: <see cref="IModelHandle"/>, <see cref="IFeedbackWriter"/>, <see cref="IFeedbackStore"/>,
-    /// <see cref="ModelVersionStore"/> (unkeyed and keyed by ""), the training engine, the background fine-tuning service and a health check.
+    /// <see cref="ModelVersionStore"/>, <see cref="ITextClassifier"/> (text models; unkeyed and keyed by ""), the training engine, the background fine-tuning service and a health check.
     /// </summary>
     public static IOnDeviceFineTuningBuilder AddOnDeviceFineTuning(this IServiceCollection services, Action<OnDeviceFineTuningOptions>? configure = null) =>
         services.AddOnDeviceFineTuning(Options.Options.DefaultName, configure);
@@ -48,7 +48,10 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
             var o = sp.GetRequiredService<IOptionsMonitor<OnDeviceFineTuningOptions>>().Get(name);
             return new SqliteFeedbackStore(o.FeedbackDatabasePath ?? Path.Combine(o.ModelStorePath, "feedback.db"));
         });
-        services.TryAddKeyedSingleton<IFeedbackEncoder>(name, (_, _) => new TensorFeedbackEncoder(name));
+        // Text models (a tokenizer in the manifest) get the BERT encoder and a text classifier; others pass tensors through.
+        services.TryAddKeyedSingleton(name, (sp, _) => new TextModelServices(sp.GetRequiredKeyedService<FineTunedModel>(name)));
+        services.TryAddKeyedSingleton<IFeedbackEncoder>(name, (sp, _) => sp.GetRequiredKeyedService<TextModelServices>(name).CreateEncoder());
+        services.TryAddKeyedSingleton<ITextClassifier>(name, (sp, _) => sp.GetRequiredKeyedService<TextModelServices>(name).CreateClassifier());
         // The training engine; an app (or a text package) may register its own IFineTuningRound for the name instead.
         services.TryAddKeyedSingleton<IFineTuningRound>(name, (sp, _) => new TrainingSessionFineTuningRound(
             sp.GetRequiredKeyedService<IFeedbackEncoder>(name),
@@ -75,6 +78,7 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<IFeedbackWriter>(name));
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<IFeedbackStore>(name));
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<ModelVersionStore>(name));
+            services.TryAddSingleton(sp => sp.GetRequiredKeyedService<ITextClassifier>(name));
         }
         services.AddSingleton<IHostedService>(sp => new FineTuningBackgroundService(
             sp.GetRequiredKeyedService<FineTunedModel>(name),

@@ -34,6 +34,7 @@ internal sealed class FeedbackSchema
             try { Labels = JsonSerializer.Deserialize<string[]>(json); }
             catch (JsonException e) { throw new OnnxTuneException($"Manifest property 'labels' is not a JSON array of strings: {e.Message}", e); }
         }
+        else if (TextModelContext.LoadLabelNames(manifest, options.ArtifactsPath) is { } names) Labels = names;
         var scored = manifest.Outputs.FirstOrDefault(o => o.Name == manifest.Loss.OutputName) ?? (manifest.Outputs.Count > 0 ? manifest.Outputs[0] : null);
         if (Labels is not null) ClassCount = Labels.Count;
         else if (scored?.FixedDims is { Length: > 0 } dims && dims[^1] > 0)
