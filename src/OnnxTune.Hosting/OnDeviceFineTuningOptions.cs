@@ -95,7 +95,7 @@ public sealed class OnDeviceFineTuningOptions
     [Range(1, 1024)]
     public int TrainingThreads { get; set; } = DefaultTrainingThreads;
 
-    /// <summary>Gets or sets the intra-op threads of the serving session (0: ONNX Runtime's default).</summary>
+    /// <summary>Gets or sets the intra-op threads of the serving session (0: the cores training does not use, at least 1).</summary>
     /// <value>The default value is 0.</value>
     [Range(0, 1024)]
     public int InferenceThreads { get; set; }
