@@ -96,7 +96,7 @@ def main(path):
             threads = r.get("inference_threads", 0)
             idle = idle_p99(threads)
             rel = f"{r['p99_ms'] / idle:.2f}×" if idle else "—"
-            print(f"| {r['phase']} | {threads or 'ORT default'} | {r['requests']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {rel} |")
+            print(f"| {r['phase']} | {threads or 'default (cores − training)'} | {r['requests']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {rel} |")
 
     memory = next((r for r in rows if r.get("mode") == "memory-summary"), None)
     if memory:
