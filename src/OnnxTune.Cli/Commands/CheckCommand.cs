@@ -27,7 +27,8 @@ internal static class CheckCommand
         var shared = new SelectionAndLossOptions("Loss to differentiate (default: sum(output * R) for a fixed random R; 'none' does the same).");
         var seed = new Option<int?>("--seed") { Description = "Seed of the random inputs, labels, R and sampled elements (default 0).", HelpName = "n" };
         var dims = new Option<string[]>("--dim") { Description = "Value of a symbolic dim, e.g. --dim batch=3 (repeatable; default 2).", HelpName = "name=value" };
-        var command = new Command("check", "Compare the generated gradients with central finite differences on random inputs.") { model, seed, dims };
+        var layers = new Option<int?>("--trainable-layers") { Description = "Check the head plus the top k encoder layers only (BERT-style encoders; combines with --trainable/--frozen).", HelpName = "k" };
+        var command = new Command("check", "Compare the generated gradients with central finite differences on random inputs.") { model, seed, dims, layers };
         shared.AddTo(command);
         command.SetAction(r => OnnxTuneCli.Guard(context, () =>
         {
@@ -39,15 +40,22 @@ internal static class CheckCommand
                 Seed = r.GetValue(seed) ?? 0,
                 DimValues = ParseDims(r.GetValue(dims) ?? []),
             };
-            return Run(context, r.GetValue(model)!, options);
+            return Run(context, r.GetValue(model)!, options, r.GetValue(layers));
         }, _ => NotDifferentiable));
         return command;
     }
 
-    public static int Run(CliContext context, string modelPath, GradientCheckOptions options)
+    public static int Run(CliContext context, string modelPath, GradientCheckOptions options, int? trainableLayers = null)
     {
         var path = context.FullPath(modelPath);
         var model = OnnxModelReader.Load(path);
+        // As in 'artifacts': on a BERT-style encoder, globs also match the inferred names of unnamed weights
+        // (927 is encoder.layer.0.attention.self.query.weight) and --trainable-layers picks whole blocks.
+        var layerMap = OnnxTune.Text.Layers.EncoderLayerMap.Create(model);
+        if (layerMap.LayerCount > 0)
+            options = options with { Selection = new Autodiff.Artifacts.ParameterSelection { TrainableNames = layerMap.Select(trainableLayers, options.Selection.Trainable, options.Selection.Frozen) } };
+        else if (trainableLayers is not null)
+            throw new CliArgumentException("--trainable-layers needs a BERT-style encoder (parameters named like encoder.layer.<i>.*); this model has none.");
         var dropouts = NeutraliseDropout(model);
         if (dropouts > 0)
             context.Out.WriteLine($"note: {dropouts} Dropout node(s) checked with ratio 0 (identity): a random mask would change between the finite-difference runs.");

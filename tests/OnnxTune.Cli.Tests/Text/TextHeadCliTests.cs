@@ -59,6 +59,19 @@ public sealed partial class TextHeadCliTests(MiniLmTextFixture fx, ITestOutputHe
     }
 
     [Fact]
+    public void Check_passes_on_minilm_with_a_head_and_the_top_two_layers()
+    {
+        // The whole MiniLM + head graph, short sequences; the selection includes the numbered MatMul weights.
+        var model = Path.Combine(fx["art"], "inference_model.onnx");
+        var run = CliRunner.Run(fx.Dir, "check", model, "--trainable-layers", "2", "--loss", "cross-entropy",
+            "--dim", "batch=2", "--dim", "sequence=4", "--seed", "0").Expect(CheckCommand.Passed);
+        log.WriteLine(run.Out);
+        Assert.Contains("all 34 parameters pass", run.Out, StringComparison.Ordinal);
+        Assert.Contains("1004", run.Out, StringComparison.Ordinal);
+        Assert.DoesNotContain(" 927 ", run.Out, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Trainable_layers_combine_with_trainable_and_frozen_globs()
     {
         using var work = new TempDir();
