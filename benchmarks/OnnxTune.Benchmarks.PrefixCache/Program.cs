@@ -174,7 +174,7 @@ void BuildArtifacts(ModelProto model, List<string> trainable, string dir)
         Selection = new ParameterSelection { TrainableNames = trainable },
         Loss = new LossSpec { Kind = LossKind.CrossEntropy, OutputName = "logits" },
         Optimizer = new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = 5e-4 },
-    }, (p, o, opset) => OptimizerGraphBuilder.Build(p, o, opset));
+    });
     ArtifactBuilder.Save(artifacts, dir);
 }
 

@@ -30,7 +30,7 @@ try
         Selection = new ParameterSelection { Trainable = ["*.weight", "*.bias"] },
         Loss = new LossSpec { Kind = LossKind.CrossEntropy, OutputName = "logits" },
         Optimizer = new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = WorkloadSpec.LearningRate, WeightDecay = WorkloadSpec.WeightDecay },
-    }, (p, o, opset) => OptimizerGraphBuilder.Build(p, o, opset)), artifacts);
+    }), artifacts);
 
     var services = new ServiceCollection();
     services.AddOnDeviceFineTuning(o =>

@@ -42,7 +42,7 @@ internal static class TrainBenchmark
                 Epsilon = WorkloadSpec.Eps,
                 WeightDecay = WorkloadSpec.WeightDecay,
             },
-        }, (p, o, opset) => OptimizerGraphBuilder.Build(p, o, opset));
+        });
         ArtifactBuilder.Save(artifacts, dir);
     }
 

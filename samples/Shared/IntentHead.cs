@@ -93,7 +93,7 @@ internal static class IntentHead
             Loss = new LossSpec { Kind = LossKind.CrossEntropy, OutputName = OutputName, IgnoreIndex = -100 },
             Optimizer = new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = learningRate },
             Properties = new Dictionary<string, string> { ["labels"] = JsonSerializer.Serialize(labels) },
-        }, (p, o, opset) => OptimizerGraphBuilder.Build(p, o, opset));
+        });
 
     /// <summary>Writes a golden set (JSON lines of <c>{"tensors":{...},"label":"intent"}</c>) for the hosting gate.</summary>
     public static void WriteGoldenSet(string path, float[] x, IReadOnlyList<string> labels)

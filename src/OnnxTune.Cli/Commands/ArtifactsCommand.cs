@@ -8,6 +8,7 @@ using OnnxTune.Text.Heads;
 using OnnxTune.Text.Labels;
 using OnnxTune.Text.Layers;
 using OnnxTune.Training;
+using OnnxTune.Training.Artifacts;
 using OnnxTune.Training.Checkpoints;
 
 namespace OnnxTune.Cli.Commands;
@@ -30,7 +31,7 @@ internal sealed record HeadSettings(string? Head = null, string? LabelsFile = nu
 internal static class ArtifactsCommand
 {
     /// <summary>Checkpoint user property holding the artifacts folder a checkpoint belongs to.</summary>
-    public const string ArtifactsProperty = "onnxtune.artifacts";
+    public const string ArtifactsProperty = ArtifactGenerator.ArtifactsProperty;
 
     public static Command Create(CliContext context)
     {
@@ -171,24 +172,13 @@ internal static class ArtifactsCommand
                 options = options with { Properties = new Dictionary<string, string>(options.Properties) { [TextModelSettings.TrainableLayersKey] = k.ToString(CultureInfo.InvariantCulture) } };
         }
 
-        Func<IReadOnlyList<TensorSpec>, OptimizerSpec, long, ModelProto> optimizerGraph = (p, spec, opset) => OptimizerGraphBuilder.Build(p, spec, opset);
         var built = head.Head is not null
-            ? TaskHeadArtifacts.Build(model, options, optimizerGraph)
-            : ArtifactBuilder.Build(model, options, optimizerGraph, ArtifactBuilder.FileSha256(source));
-        ArtifactBuilder.Save(built, dir);
+            ? TaskHeadArtifacts.Build(model, options)
+            : ArtifactBuilder.Build(model, options, ArtifactBuilder.FileSha256(source));
+        ArtifactGenerator.Save(built, dir); // graphs, manifest and the initial checkpoint
         if (labelMap is not null) labelMap.Save(Path.Combine(dir, "labels.json"));
         if (vocabPath is not null && Path.GetFullPath(vocabPath) != Path.GetFullPath(Path.Combine(dir, "vocab.txt")))
             File.Copy(vocabPath, Path.Combine(dir, "vocab.txt"), overwrite: true);
-
-        // A checkpoint left by an earlier run in the same folder would be loaded instead of the model's weights.
-        var checkpoint = Path.Combine(dir, built.Manifest.Files.Checkpoint);
-        if (Directory.Exists(checkpoint))
-        {
-            File.Delete(Path.Combine(checkpoint, CheckpointStore.MetadataFileName));
-            File.Delete(Path.Combine(checkpoint, CheckpointStore.TensorsFileName));
-        }
-        using (var session = TrainingSession.Open(dir))
-            session.SaveCheckpoint(checkpoint, new Dictionary<string, string> { [ArtifactsProperty] = dir });
 
         var m = built.Manifest;
         w.WriteLine($"artifacts written to {dir}");

@@ -22,6 +22,15 @@ public static class ArtifactGenerator
         ArgumentNullException.ThrowIfNull(options);
         ArgumentException.ThrowIfNullOrEmpty(directory);
         var artifacts = ArtifactBuilder.Build(model, options, sourceSha256);
+        Save(artifacts, directory);
+        return artifacts;
+    }
+
+    /// <summary>Writes built artifacts into <paramref name="directory"/> and adds the initial checkpoint.</summary>
+    public static void Save(TrainingArtifacts artifacts, string directory)
+    {
+        ArgumentNullException.ThrowIfNull(artifacts);
+        ArgumentException.ThrowIfNullOrEmpty(directory);
         ArtifactBuilder.Save(artifacts, directory);
 
         // A checkpoint left by an earlier generation in the same folder would be loaded instead of the new weights.
@@ -33,6 +42,5 @@ public static class ArtifactGenerator
         }
         using (var session = TrainingSession.Open(directory))
             session.SaveCheckpoint(checkpoint, new Dictionary<string, string> { [ArtifactsProperty] = Path.GetFullPath(directory) });
-        return artifacts;
     }
 }

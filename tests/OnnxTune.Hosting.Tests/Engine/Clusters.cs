@@ -23,7 +23,7 @@ internal static class Clusters
         {
             Loss = new LossSpec { Kind = LossKind.CrossEntropy, OutputName = Output },
             Optimizer = new OptimizerSpec { Kind = OptimizerKind.AdamW },
-        }, (p, o, opset) => OptimizerGraphBuilder.Build(p, o, opset));
+        });
         ArtifactBuilder.Save(artifacts, dir);
         return dir;
     }

@@ -10,7 +10,7 @@ public static class GeneratedArtifacts
 {
     public static void Create(ModelProto model, ArtifactOptions options, string dir)
     {
-        var artifacts = ArtifactBuilder.Build(model, options, (p, o, opset) => OptimizerGraphBuilder.Build(p, o, opset));
+        var artifacts = ArtifactBuilder.Build(model, options);
         ArtifactBuilder.Save(artifacts, dir);
     }
 
