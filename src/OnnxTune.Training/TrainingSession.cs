@@ -7,6 +7,7 @@ using OnnxTune.Autodiff.Optimizers;
 using OnnxTune.Onnx.Graph;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Training.Checkpoints;
+using OnnxTune.Training.Graphs;
 using OnnxTune.Training.SafeTensors;
 using OnnxTune.Training.Schedules;
 using DataType = Onnx.TensorProto.Types.DataType;
@@ -36,11 +37,15 @@ public sealed class TrainingSession : IDisposable
     private readonly string _directory;
     private readonly SessionOptions _sessionOptions;
     private readonly RunOptions _runOptions = new();
-    private readonly InferenceSession _train;
+    // The artifacts' training graph (accumulating) is opened when a step first accumulates, unless no fresh variant exists.
+    private InferenceSession? _train;
+    private readonly byte[] _trainModelBytes;
+    private readonly InferenceSession? _trainFresh;
     private readonly InferenceSession _eval;
     private readonly InferenceSession _optimizer;
     private readonly TensorStore _store;
     private readonly OrtIoBinding?[,] _trainBindings = new OrtIoBinding?[2, 2];
+    private readonly OrtIoBinding?[,] _freshBindings = new OrtIoBinding?[2, 2];
     private readonly OrtIoBinding?[,] _optimizerBindings = new OrtIoBinding?[2, 2];
     private readonly OrtIoBinding?[] _evalBindings = new OrtIoBinding?[2];
     private readonly OrtValue _loss;
@@ -74,20 +79,32 @@ public sealed class TrainingSession : IDisposable
         {
             _sessionOptions = CreateSessionOptions(options);
             created.Add(_sessionOptions);
-            _train = CreateSession(manifest.Files.TrainingModel, options.Seed);
-            created.Add(_train);
+            var trainingModel = LoadModel(manifest.Files.TrainingModel, options.Seed);
+            _trainModelBytes = OnnxModelWriter.ToBytes(trainingModel);
+            var fresh = FreshGradientGraph.TryCreate(trainingModel, manifest.TrainableParameters.Select(p => p.Name).ToArray(),
+                LazyResetGradInput, GradBufferSuffix, GradOutputSuffix);
+            if (fresh is not null)
+            {
+                _trainFresh = CreateSession(manifest.Files.TrainingModel, OnnxModelWriter.ToBytes(fresh));
+                created.Add(_trainFresh);
+            }
+            else
+            {
+                _train = CreateSession(manifest.Files.TrainingModel, _trainModelBytes);
+                created.Add(_train);
+            }
             _eval = CreateSession(manifest.Files.EvalModel, options.Seed);
             created.Add(_eval);
             _optimizer = CreateSession(manifest.Files.OptimizerModel, seed: null);
             created.Add(_optimizer);
 
             var parameters = manifest.TrainableParameters.Select(p => (p.Name, ToOrt(p), p.FixedDims)).ToList();
-            CheckArtifacts(parameters);
+            CheckArtifacts(parameters, trainingModel.Graph);
             _store = new TensorStore(parameters, _stateSuffixes);
             created.Add(_store);
 
             var lossName = manifest.Loss.LossOutputName;
-            _lossType = _train.OutputMetadata[lossName].ElementDataType;
+            _lossType = FirstTrainSession.OutputMetadata[lossName].ElementDataType;
             _loss = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _lossType, []);
             created.Add(_loss);
             _lazyTrue = OrtValue.CreateTensorValueFromMemory(new[] { true }, []);
@@ -99,7 +116,7 @@ public sealed class TrainingSession : IDisposable
             _stepValue = OrtValue.CreateTensorValueFromMemory(_stepBuffer, []);
             created.Add(_stepValue);
 
-            _trainSchema = BatchSchema.Create(manifest, _train, "training");
+            _trainSchema = BatchSchema.Create(manifest, FirstTrainSession, "training");
             _evalSchema = BatchSchema.Create(manifest, _eval, "eval");
 
             var checkpoint = options.CheckpointDirectory ?? Path.Combine(directory, manifest.Files.Checkpoint);
@@ -175,14 +192,17 @@ public sealed class TrainingSession : IDisposable
     public float TrainStep(TrainingBatch batch)
     {
         ThrowIfDisposed();
-        var binding = TrainBinding(_paramParity, _gradParity);
+        // A step right after an update starts from zero gradients: the fresh-gradient graph skips the accumulation.
+        var fresh = _resetPending && _trainFresh is not null;
+        var session = fresh ? _trainFresh! : AccumulatingSession();
+        var binding = fresh ? FreshBinding(_paramParity, _gradParity) : TrainBinding(_paramParity, _gradParity);
         var inputs = _trainSchema.Wrap(batch);
         try
         {
             foreach (var (name, value) in inputs) binding.BindInput(name, value);
-            binding.BindInput(LazyResetGradInput, _resetPending ? _lazyTrue : _lazyFalse);
+            if (!fresh) binding.BindInput(LazyResetGradInput, _resetPending ? _lazyTrue : _lazyFalse);
             var start = Stopwatch.GetTimestamp();
-            _train.RunWithBinding(_runOptions, binding);
+            session.RunWithBinding(_runOptions, binding);
             TrainRunTicks += Stopwatch.GetTimestamp() - start;
         }
         finally
@@ -373,9 +393,11 @@ public sealed class TrainingSession : IDisposable
         if (_disposed) return;
         _disposed = true;
         foreach (var b in _trainBindings) b?.Dispose();
+        foreach (var b in _freshBindings) b?.Dispose();
         foreach (var b in _optimizerBindings) b?.Dispose();
         foreach (var b in _evalBindings) b?.Dispose();
-        _train.Dispose();
+        _train?.Dispose();
+        _trainFresh?.Dispose();
         _eval.Dispose();
         _optimizer.Dispose();
         _store.Dispose();
@@ -390,6 +412,37 @@ public sealed class TrainingSession : IDisposable
 
     // Bindings are built once per parity. On CPU a bound OrtValue is used in place, so later writes are seen.
     // On another device ORT copies an input at bind time, so the long-lived inputs are re-bound before each run.
+    private InferenceSession FirstTrainSession => _trainFresh ?? _train!;
+
+    private InferenceSession AccumulatingSession()
+    {
+        if (_train is not null) return _train;
+        try
+        {
+            _train = new InferenceSession(_trainModelBytes, _sessionOptions);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new InvalidArtifactsException($"ONNX Runtime cannot load {Path.Combine(_directory, Manifest.Files.TrainingModel)}: {e.Message}", e);
+        }
+        return _train;
+    }
+
+    private OrtIoBinding FreshBinding(int pp, int gp)
+    {
+        if (_freshBindings[pp, gp] is { } existing)
+        {
+            if (_rebindInputs) BindParameters(existing, pp);
+            return existing;
+        }
+        var b = _trainFresh!.CreateIoBinding();
+        BindParameters(b, pp);
+        foreach (var slot in _store.Slots)
+            b.BindOutput(slot.Name + GradOutputSuffix, slot.Gradients[1 - gp]);
+        b.BindOutput(Manifest.Loss.LossOutputName, _loss);
+        return _freshBindings[pp, gp] = b;
+    }
+
     private OrtIoBinding TrainBinding(int pp, int gp)
     {
         if (_trainBindings[pp, gp] is { } existing)
@@ -397,7 +450,7 @@ public sealed class TrainingSession : IDisposable
             if (_rebindInputs) BindTrainInputs(existing, pp, gp);
             return existing;
         }
-        var b = _train.CreateIoBinding();
+        var b = _train!.CreateIoBinding();
         BindTrainInputs(b, pp, gp);
         foreach (var slot in _store.Slots)
             b.BindOutput(slot.Name + GradOutputSuffix, slot.Gradients[1 - gp]);
@@ -455,7 +508,9 @@ public sealed class TrainingSession : IDisposable
         return _evalBindings[pp] = b;
     }
 
-    private void BindEvalInputs(OrtIoBinding b, int pp)
+    private void BindEvalInputs(OrtIoBinding b, int pp) => BindParameters(b, pp);
+
+    private void BindParameters(OrtIoBinding b, int pp)
     {
         foreach (var slot in _store.Slots)
             b.BindInput(slot.Name, slot.Values[pp]);
@@ -501,25 +556,34 @@ public sealed class TrainingSession : IDisposable
             ? []
             : [new("session.intra_op.allow_spinning", "0"), new("session.inter_op.allow_spinning", "0")];
 
-    private InferenceSession CreateSession(string fileName, int? seed)
+    private global::Onnx.ModelProto LoadModel(string fileName, int? seed)
     {
         var path = Path.Combine(_directory, fileName);
         if (!File.Exists(path))
             throw new InvalidArtifactsException($"Artifacts folder '{_directory}' lacks {fileName}.");
+        var model = OnnxModelReader.Load(path);
+        if (seed is null) return model;
+        var index = 0;
+        foreach (var node in model.Graph.Node)
+        {
+            if (!RandomOps.Contains(node.OpType) || !string.IsNullOrEmpty(node.Domain)) continue;
+            var value = seed.Value + index++;
+            var existing = node.Find("seed");
+            if (existing is not null) node.Attribute.Remove(existing);
+            node.Attribute.Add(node.OpType == "Dropout" ? Attr.Int("seed", value) : Attr.Float("seed", value));
+        }
+        return model;
+    }
+
+    private InferenceSession CreateSession(string fileName, int? seed)
+    {
+        var path = Path.Combine(_directory, fileName);
+        if (seed is not null) return CreateSession(fileName, OnnxModelWriter.ToBytes(LoadModel(fileName, seed)));
+        if (!File.Exists(path))
+            throw new InvalidArtifactsException($"Artifacts folder '{_directory}' lacks {fileName}.");
         try
         {
-            if (seed is null) return new InferenceSession(path, _sessionOptions);
-            var model = OnnxModelReader.Load(path);
-            var index = 0;
-            foreach (var node in model.Graph.Node)
-            {
-                if (!RandomOps.Contains(node.OpType) || !string.IsNullOrEmpty(node.Domain)) continue;
-                var value = seed.Value + index++;
-                var existing = node.Find("seed");
-                if (existing is not null) node.Attribute.Remove(existing);
-                node.Attribute.Add(node.OpType == "Dropout" ? Attr.Int("seed", value) : Attr.Float("seed", value));
-            }
-            return new InferenceSession(OnnxModelWriter.ToBytes(model), _sessionOptions);
+            return new InferenceSession(path, _sessionOptions);
         }
         catch (OnnxRuntimeException e)
         {
@@ -527,16 +591,31 @@ public sealed class TrainingSession : IDisposable
         }
     }
 
-    private void CheckArtifacts(IReadOnlyList<(string Name, TensorElementType Type, long[] Shape)> parameters)
+    private InferenceSession CreateSession(string fileName, byte[] model)
+    {
+        try
+        {
+            return new InferenceSession(model, _sessionOptions);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new InvalidArtifactsException($"ONNX Runtime cannot load {Path.Combine(_directory, fileName)}: {e.Message}", e);
+        }
+    }
+
+    private void CheckArtifacts(IReadOnlyList<(string Name, TensorElementType Type, long[] Shape)> parameters, global::Onnx.GraphProto trainingGraph)
     {
         var m = Manifest;
         var trainFile = m.Files.TrainingModel;
+        var train = FirstTrainSession;
+        var trainInputs = trainingGraph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
         var needed = new List<string>();
         foreach (var p in parameters)
         {
-            RequireInput(_train, trainFile, p.Name, p.Type, p.Shape);
-            RequireInput(_train, trainFile, p.Name + GradBufferSuffix, p.Type, p.Shape);
-            RequireOutput(_train, trainFile, p.Name + GradOutputSuffix);
+            RequireInput(train, trainFile, p.Name, p.Type, p.Shape);
+            if (!trainInputs.Contains(p.Name + GradBufferSuffix))
+                throw new InvalidArtifactsException($"{trainFile} has no input '{p.Name + GradBufferSuffix}'.");
+            RequireOutput(train, trainFile, p.Name + GradOutputSuffix);
             RequireInput(_eval, m.Files.EvalModel, p.Name, p.Type, p.Shape);
             RequireInput(_optimizer, m.Files.OptimizerModel, p.Name, p.Type, p.Shape);
             RequireInput(_optimizer, m.Files.OptimizerModel, p.Name + OptimizerGraphBuilder.GradientSuffix, p.Type, p.Shape);
@@ -547,16 +626,17 @@ public sealed class TrainingSession : IDisposable
                 RequireOutput(_optimizer, m.Files.OptimizerModel, p.Name + s + OptimizerGraphBuilder.OutputSuffix);
             }
         }
-        RequireInput(_train, trainFile, LazyResetGradInput, TensorElementType.Bool, []);
+        if (!trainInputs.Contains(LazyResetGradInput))
+            throw new InvalidArtifactsException($"{trainFile} has no input '{LazyResetGradInput}'.");
         RequireInput(_optimizer, m.Files.OptimizerModel, OptimizerGraphBuilder.LearningRateInput, TensorElementType.Float, []);
         RequireInput(_optimizer, m.Files.OptimizerModel, OptimizerGraphBuilder.StepInput, TensorElementType.Int64, []);
-        RequireOutput(_train, trainFile, m.Loss.LossOutputName);
+        RequireOutput(train, trainFile, m.Loss.LossOutputName);
         RequireOutput(_eval, m.Files.EvalModel, m.Loss.LossOutputName);
 
         var known = new HashSet<string>(m.Inputs.Select(i => i.Name), StringComparer.Ordinal) { LazyResetGradInput };
         if (m.Loss.Kind != LossKind.None && m.Loss.LabelName is { } label) known.Add(label);
         foreach (var p in parameters) { known.Add(p.Name); known.Add(p.Name + GradBufferSuffix); }
-        foreach (var name in _train.InputNames)
+        foreach (var name in trainInputs)
             if (!known.Contains(name))
                 throw new InvalidArtifactsException($"{trainFile} has input '{name}', which the manifest neither lists as a data input, the label, nor a trainable parameter.");
         foreach (var name in _eval.InputNames)
