@@ -8,6 +8,7 @@ using OnnxTune.Onnx.Graph;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Training.Checkpoints;
 using OnnxTune.Training.Graphs;
+using OnnxTune.Training.Optimizers;
 using OnnxTune.Training.SafeTensors;
 using OnnxTune.Training.Schedules;
 using DataType = Onnx.TensorProto.Types.DataType;
@@ -44,6 +45,7 @@ public sealed class TrainingSession : IDisposable
     private readonly InferenceSession _eval;
     private readonly InferenceSession _optimizer;
     private readonly TensorStore _store;
+    private readonly FusedCpuOptimizer? _fusedOptimizer;
     private readonly OrtIoBinding?[,] _trainBindings = new OrtIoBinding?[2, 2];
     private readonly OrtIoBinding?[,] _freshBindings = new OrtIoBinding?[2, 2];
     private readonly OrtIoBinding?[,] _optimizerBindings = new OrtIoBinding?[2, 2];
@@ -102,6 +104,9 @@ public sealed class TrainingSession : IDisposable
             CheckArtifacts(parameters, trainingModel.Graph);
             _store = new TensorStore(parameters, _stateSuffixes);
             created.Add(_store);
+            _fusedOptimizer = CreateFusedOptimizer(options);
+            if (_fusedOptimizer is not null) created.Add(_fusedOptimizer);
+            OptimizerExecution = _fusedOptimizer is null ? OptimizerExecution.Graph : OptimizerExecution.Fused;
 
             var lossName = manifest.Loss.LossOutputName;
             _lossType = FirstTrainSession.OutputMetadata[lossName].ElementDataType;
@@ -145,6 +150,9 @@ public sealed class TrainingSession : IDisposable
 
     /// <summary>The artifacts manifest.</summary>
     public ArtifactManifest Manifest { get; }
+
+    /// <summary>How <see cref="OptimizerStep"/> runs in this session: <see cref="OptimizerExecution.Graph"/> or <see cref="OptimizerExecution.Fused"/>.</summary>
+    public OptimizerExecution OptimizerExecution { get; }
 
     /// <summary>Completed optimizer updates.</summary>
     public long Step { get; private set; }
@@ -224,12 +232,21 @@ public sealed class TrainingSession : IDisposable
             throw new InvalidOperationException("OptimizerStep needs gradients: call TrainStep at least once after the previous OptimizerStep.");
         _lrBuffer[0] = (float)LearningRate;
         _stepBuffer[0] = Step + 1;
-        var binding = OptimizerBinding(_paramParity, _gradParity);
-        binding.BindInput(OptimizerGraphBuilder.LearningRateInput, _lrValue);
-        binding.BindInput(OptimizerGraphBuilder.StepInput, _stepValue);
-        var start = Stopwatch.GetTimestamp();
-        _optimizer.RunWithBinding(_runOptions, binding);
-        OptimizerRunTicks += Stopwatch.GetTimestamp() - start;
+        if (_fusedOptimizer is not null)
+        {
+            var started = Stopwatch.GetTimestamp();
+            _fusedOptimizer.Step(_paramParity, _gradParity, _lrBuffer[0], _stepBuffer[0]);
+            OptimizerRunTicks += Stopwatch.GetTimestamp() - started;
+        }
+        else
+        {
+            var binding = OptimizerBinding(_paramParity, _gradParity);
+            binding.BindInput(OptimizerGraphBuilder.LearningRateInput, _lrValue);
+            binding.BindInput(OptimizerGraphBuilder.StepInput, _stepValue);
+            var start = Stopwatch.GetTimestamp();
+            _optimizer.RunWithBinding(_runOptions, binding);
+            OptimizerRunTicks += Stopwatch.GetTimestamp() - start;
+        }
         _paramParity ^= 1;
         Step++;
         _resetPending = true;
@@ -400,6 +417,7 @@ public sealed class TrainingSession : IDisposable
         _trainFresh?.Dispose();
         _eval.Dispose();
         _optimizer.Dispose();
+        _fusedOptimizer?.Dispose();
         _store.Dispose();
         _loss.Dispose();
         _lazyTrue.Dispose();
@@ -412,6 +430,24 @@ public sealed class TrainingSession : IDisposable
 
     // Bindings are built once per parity. On CPU a bound OrtValue is used in place, so later writes are seen.
     // On another device ORT copies an input at bind time, so the long-lived inputs are re-bound before each run.
+    private FusedCpuOptimizer? CreateFusedOptimizer(TrainingSessionOptions options)
+    {
+        if (options.OptimizerExecution == OptimizerExecution.Graph) return null;
+        var file = Manifest.Files.OptimizerModel;
+        string? problem = null;
+        if (options.Device != ExecutionDevice.Cpu)
+            problem = $"the fused optimizer runs on the CPU only (Device is {options.Device})";
+        else if (!_optimizer.ModelMetadata.CustomMetadataMap.TryGetValue(OptimizerGraphBuilder.SignatureMetadataKey, out var signature))
+            problem = $"{file} has no '{OptimizerGraphBuilder.SignatureMetadataKey}' metadata (a custom optimizer graph, or artifacts from an older OnnxTune)";
+        else if (signature != OptimizerGraphBuilder.Signature(Manifest.Optimizer))
+            problem = $"{file} computes '{signature}' but the manifest's optimizer is '{OptimizerGraphBuilder.Signature(Manifest.Optimizer)}'";
+        if (problem is null)
+            return new FusedCpuOptimizer(Manifest.Optimizer, _store.Slots, options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount);
+        if (options.OptimizerExecution == OptimizerExecution.Fused)
+            throw new InvalidArtifactsException($"OptimizerExecution.Fused cannot be used: {problem}. Use OptimizerExecution.Graph or Auto.");
+        return null;
+    }
+
     private InferenceSession FirstTrainSession => _trainFresh ?? _train!;
 
     private InferenceSession AccumulatingSession()

@@ -15,6 +15,23 @@ public enum ExecutionDevice
     Cuda,
 }
 
+/// <summary>How <see cref="TrainingSession.OptimizerStep"/> applies the update.</summary>
+public enum OptimizerExecution
+{
+    /// <summary>
+    /// <see cref="Fused"/> on the CPU when the artifacts' optimizer graph is OnnxTune's own (AdamW or SGD, recognised by
+    /// its signature metadata); <see cref="Graph"/> otherwise (custom optimizer graphs, CUDA).
+    /// </summary>
+    Auto,
+    /// <summary>Run <c>optimizer_model.onnx</c> in ONNX Runtime (portable; one pass over memory per operator).</summary>
+    Graph,
+    /// <summary>
+    /// OnnxTune's fused CPU kernel: the same operations as the optimizer graph in one pass over the parameters' buffers.
+    /// Fails at open when the optimizer graph is not OnnxTune's or the device is not the CPU.
+    /// </summary>
+    Fused,
+}
+
 /// <summary>Options for <see cref="TrainingSession.Open"/>.</summary>
 public sealed class TrainingSessionOptions
 {
@@ -37,6 +54,10 @@ public sealed class TrainingSessionOptions
     /// <summary>Gets or sets the execution provider.</summary>
     /// <value>The default value is <see cref="ExecutionDevice.Cpu"/>.</value>
     public ExecutionDevice Device { get; set; } = ExecutionDevice.Cpu;
+
+    /// <summary>Gets or sets how the optimizer update runs.</summary>
+    /// <value>The default value is <see cref="OptimizerExecution.Auto"/>.</value>
+    public OptimizerExecution OptimizerExecution { get; set; } = OptimizerExecution.Auto;
 
     /// <summary>Gets or sets the CUDA device ordinal (with <see cref="ExecutionDevice.Cuda"/>).</summary>
     /// <value>The default value is 0.</value>

@@ -27,6 +27,27 @@ public static class OptimizerGraphBuilder
     /// <summary>Suffix of every output.</summary>
     public const string OutputSuffix = ".out";
 
+    /// <summary>
+    /// Model metadata key holding <see cref="Signature"/> of the update the graph computes, so a runtime can tell an
+    /// OnnxTune optimizer graph (which its fused CPU kernel reproduces) from a custom one.
+    /// </summary>
+    public const string SignatureMetadataKey = "onnxtune.optimizer";
+
+    /// <summary>
+    /// The hyper-parameters that define the update (everything but the learning rate, which is a graph input), as a
+    /// canonical string.
+    /// </summary>
+    public static string Signature(OptimizerSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        static string R(double v) => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
+        return spec.Kind switch
+        {
+            OptimizerKind.AdamW => $"adamw;beta1={R(spec.Beta1)};beta2={R(spec.Beta2)};eps={R(spec.Epsilon)};weight_decay={R(spec.WeightDecay)};max_grad_norm={(spec.MaxGradNorm is { } m ? R(m) : "none")}",
+            _ => $"sgd;momentum={R(spec.Momentum)};dampening={R(spec.Dampening)};nesterov={spec.Nesterov};weight_decay={R(spec.WeightDecay)};max_grad_norm={(spec.MaxGradNorm is { } n ? R(n) : "none")}",
+        };
+    }
+
     /// <summary>Builds the optimizer model for <paramref name="parameters"/> (float or double, fixed shapes).</summary>
     /// <param name="parameters">Trainable parameters, in manifest order.</param>
     /// <param name="spec">Optimizer kind and hyper-parameters.</param>
@@ -92,6 +113,7 @@ public static class OptimizerGraphBuilder
             Graph = graph,
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = version });
+        model.MetadataProps.Add(new StringStringEntryProto { Key = SignatureMetadataKey, Value = Signature(spec) });
         return model;
     }
 

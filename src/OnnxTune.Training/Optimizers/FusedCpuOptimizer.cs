@@ -1,0 +1,258 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxTune.Autodiff.Artifacts;
+
+namespace OnnxTune.Training.Optimizers;
+
+/// <summary>
+/// The update of OnnxTune's optimizer graph (AdamW or SGD, optional clip_grad_norm_) as one fused pass over the
+/// parameters' CPU buffers: each element's parameter, gradient and state are read once and written once, where the
+/// graph runs ~14 element-wise operators per parameter, each a full pass over memory. It performs the same float
+/// operations in the same order as the graph (scalar factors in float64, then cast), so the two agree to the last bit
+/// apart from the clip norm's summation order. Work is split by element count across a fixed set of threads created
+/// once; a step allocates nothing.
+/// </summary>
+internal sealed unsafe class FusedCpuOptimizer : IDisposable
+{
+    private const int ChunkElements = 1 << 14;
+    private const long ParallelThreshold = 1 << 18;
+
+    private readonly OptimizerSpec _spec;
+    private readonly SlotPointers[] _slots;
+    private readonly Chunk[][] _partitions;
+    private readonly Thread[] _workers;
+    private readonly SemaphoreSlim[] _start;
+    private readonly SemaphoreSlim[] _done;
+    private volatile bool _stopping;
+    private int _pp, _gp;
+    private Scalars<float> _f;
+    private Scalars<double> _d;
+    private bool _firstStep;
+
+    public FusedCpuOptimizer(OptimizerSpec spec, IReadOnlyList<ParameterSlot> slots, int threads)
+    {
+        _spec = spec;
+        _slots = slots.Select(s => new SlotPointers(s)).ToArray();
+        var total = _slots.Sum(s => s.Length);
+        var parts = total >= ParallelThreshold ? Math.Clamp(threads, 1, 8) : 1;
+        _partitions = Partition(_slots, parts, total);
+        _workers = new Thread[parts - 1];
+        _start = new SemaphoreSlim[parts - 1];
+        _done = new SemaphoreSlim[parts - 1];
+        for (var w = 0; w < _workers.Length; w++)
+        {
+            _start[w] = new SemaphoreSlim(0);
+            _done[w] = new SemaphoreSlim(0);
+            var index = w;
+            _workers[w] = new Thread(() => WorkerLoop(index)) { IsBackground = true, Name = $"OnnxTune optimizer {w + 1}" };
+            _workers[w].Start();
+        }
+    }
+
+    /// <summary>Threads the update runs on (1 below <see cref="ParallelThreshold"/> elements).</summary>
+    public int Threads => _partitions.Length;
+
+    /// <summary>Reads parameters/state of parity <paramref name="pp"/> and gradients of <paramref name="gp"/>; writes parity 1 - pp.</summary>
+    public void Step(int pp, int gp, float learningRate, long step)
+    {
+        _pp = pp;
+        _gp = gp;
+        _firstStep = step == 1;
+        var clip = _spec.MaxGradNorm is { } maxNorm ? ClipCoefficient(maxNorm, gp) : (float?)null;
+        double lr = learningRate;
+        if (_spec.Kind == OptimizerKind.AdamW)
+        {
+            var decay = 1.0 - lr * _spec.WeightDecay;
+            var stepSize = lr / (1.0 - Math.Pow(_spec.Beta1, step));
+            var bc2Sqrt = Math.Sqrt(1.0 - Math.Pow(_spec.Beta2, step));
+            _f = new((float)decay, (float)(1 - _spec.Beta1), (float)_spec.Beta2, (float)(1 - _spec.Beta2), (float)stepSize, (float)bc2Sqrt, (float)_spec.Epsilon, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
+            _d = new(decay, 1 - _spec.Beta1, _spec.Beta2, 1 - _spec.Beta2, stepSize, bc2Sqrt, _spec.Epsilon, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
+        }
+        else
+        {
+            // SGD reuses the fields: A = weight decay, B = momentum, C = 1 - dampening, D = learning rate.
+            _f = new((float)_spec.WeightDecay, (float)_spec.Momentum, (float)(1 - _spec.Dampening), learningRate, 0, 0, 0, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
+            _d = new(_spec.WeightDecay, _spec.Momentum, 1 - _spec.Dampening, lr, 0, 0, 0, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
+        }
+        for (var w = 0; w < _workers.Length; w++) _start[w].Release();
+        Run(_partitions[0]);
+        for (var w = 0; w < _workers.Length; w++) _done[w].Wait();
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        for (var w = 0; w < _workers.Length; w++) _start[w].Release();
+        foreach (var t in _workers) t.Join();
+        foreach (var s in _start) s.Dispose();
+        foreach (var s in _done) s.Dispose();
+    }
+
+    private void WorkerLoop(int w)
+    {
+        while (true)
+        {
+            _start[w].Wait();
+            if (_stopping) return;
+            Run(_partitions[w + 1]);
+            _done[w].Release();
+        }
+    }
+
+    // torch.nn.utils.clip_grad_norm_ as the graph computes it: per-tensor sums of squares in float, summed in float.
+    private float ClipCoefficient(double maxNorm, int gp)
+    {
+        var sum = 0f;
+        foreach (var s in _slots)
+            sum += s.IsDouble
+                ? (float)TensorPrimitives.SumOfSquares(new ReadOnlySpan<double>((double*)s.Gradients[gp], checked((int)s.Length)))
+                : TensorPrimitives.SumOfSquares(new ReadOnlySpan<float>((float*)s.Gradients[gp], checked((int)s.Length)));
+        var total = MathF.Sqrt(sum);
+        var coef = (float)maxNorm / (total + (float)1e-6);
+        return MathF.Min(coef, 1f);
+    }
+
+    private void Run(Chunk[] chunks)
+    {
+        int pp = _pp, gp = _gp, next = 1 - pp;
+        var adam = _spec.Kind == OptimizerKind.AdamW;
+        foreach (var c in chunks)
+        {
+            var s = _slots[c.Slot];
+            if (s.IsDouble)
+            {
+                var size = sizeof(double) * c.Start;
+                if (adam)
+                    AdamW((double*)(s.Values[pp] + size), (double*)(s.Gradients[gp] + size), (double*)(s.State0[pp] + size), (double*)(s.State1[pp] + size),
+                        (double*)(s.Values[next] + size), (double*)(s.State0[next] + size), (double*)(s.State1[next] + size), c.Length, _d);
+                else
+                    Sgd((double*)(s.Values[pp] + size), (double*)(s.Gradients[gp] + size), s.HasState ? (double*)(s.State0[pp] + size) : null,
+                        (double*)(s.Values[next] + size), s.HasState ? (double*)(s.State0[next] + size) : null, c.Length, _d);
+            }
+            else
+            {
+                var size = sizeof(float) * c.Start;
+                if (adam)
+                    AdamW((float*)(s.Values[pp] + size), (float*)(s.Gradients[gp] + size), (float*)(s.State0[pp] + size), (float*)(s.State1[pp] + size),
+                        (float*)(s.Values[next] + size), (float*)(s.State0[next] + size), (float*)(s.State1[next] + size), c.Length, _f);
+                else
+                    Sgd((float*)(s.Values[pp] + size), (float*)(s.Gradients[gp] + size), s.HasState ? (float*)(s.State0[pp] + size) : null,
+                        (float*)(s.Values[next] + size), s.HasState ? (float*)(s.State0[next] + size) : null, c.Length, _f);
+            }
+        }
+    }
+
+    // p·decay − (m' / (√v' / √bc2 + ε))·step_size, with m' = m + (g − m)(1 − β1) and v' = v·β2 + g²(1 − β2):
+    // the AdamWBlock graph, operation for operation.
+    private static void AdamW<T>(T* p, T* g, T* m, T* v, T* pOut, T* mOut, T* vOut, int n, in Scalars<T> k)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var i = 0;
+        if (Vector.IsHardwareAccelerated && n >= Vector<T>.Count)
+        {
+            Vector<T> decay = new(k.A), omb1 = new(k.B), b2 = new(k.C), omb2 = new(k.D), stepSize = new(k.E), bc2 = new(k.F), eps = new(k.G), clip = new(k.Clip);
+            for (; i <= n - Vector<T>.Count; i += Vector<T>.Count)
+            {
+                var gv = Vector.Load(g + i);
+                if (k.Clipping) gv *= clip;
+                var pv = Vector.Load(p + i);
+                if (k.Decay) pv *= decay;
+                var mv = Vector.Load(m + i);
+                mv += (gv - mv) * omb1;
+                var vv = Vector.Load(v + i) * b2 + gv * gv * omb2;
+                var denom = Vector.SquareRoot(vv) / bc2 + eps;
+                pv -= mv / denom * stepSize;
+                mv.Store(mOut + i);
+                vv.Store(vOut + i);
+                pv.Store(pOut + i);
+            }
+        }
+        for (; i < n; i++)
+        {
+            var gs = k.Clipping ? g[i] * k.Clip : g[i];
+            var ps = k.Decay ? p[i] * k.A : p[i];
+            var ms = m[i] + (gs - m[i]) * k.B;
+            var vs = v[i] * k.C + gs * gs * k.D;
+            var denom = T.Sqrt(vs) / k.F + k.G;
+            mOut[i] = ms;
+            vOut[i] = vs;
+            pOut[i] = ps - ms / denom * k.E;
+        }
+    }
+
+    // g += wd·p; buf = first ? g : buf·momentum + g(1 − dampening); g = nesterov ? g + buf·momentum : buf; p −= lr·g.
+    private void Sgd<T>(T* p, T* g, T* buf, T* pOut, T* bufOut, int n, in Scalars<T> k)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var first = _firstStep;
+        var nesterov = _spec.Nesterov;
+        for (var i = 0; i < n; i++)
+        {
+            var gs = k.Clipping ? g[i] * k.Clip : g[i];
+            if (k.Decay) gs += p[i] * k.A;
+            if (buf is not null)
+            {
+                var running = buf[i] * k.B + gs * k.C;
+                var b = first ? gs : running;
+                bufOut[i] = b;
+                gs = nesterov ? gs + b * k.B : b;
+            }
+            pOut[i] = p[i] - gs * k.D;
+        }
+    }
+
+    private static Chunk[][] Partition(SlotPointers[] slots, int parts, long total)
+    {
+        var result = Enumerable.Range(0, parts).Select(_ => new List<Chunk>()).ToArray();
+        long done = 0;
+        for (var s = 0; s < slots.Length; s++)
+            for (long start = 0; start < slots[s].Length; start += ChunkElements)
+            {
+                var length = (int)Math.Min(ChunkElements, slots[s].Length - start);
+                var part = (int)Math.Min(parts - 1, done * parts / Math.Max(total, 1));
+                result[part].Add(new Chunk(s, start, length));
+                done += length;
+            }
+        return result.Select(l => l.ToArray()).ToArray();
+    }
+
+    private readonly record struct Chunk(int Slot, long Start, int Length);
+
+    // AdamW: A decay, B 1−β1, C β2, D 1−β2, E step size, F √bc2, G ε. SGD: A weight decay, B momentum, C 1−dampening, D lr.
+    private readonly record struct Scalars<T>(T A, T B, T C, T D, T E, T F, T G, T Clip, bool Clipping, bool Decay)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public Scalars(double a, double b, double c, double d, double e, double f, double g, float clip, bool clipping, bool decay)
+            : this(T.CreateTruncating(a), T.CreateTruncating(b), T.CreateTruncating(c), T.CreateTruncating(d), T.CreateTruncating(e),
+                T.CreateTruncating(f), T.CreateTruncating(g), T.CreateTruncating(clip), clipping, decay) { }
+    }
+
+    // The OrtValues' native buffers: allocated once by the TensorStore and never moved, so their addresses are stable.
+    private sealed class SlotPointers
+    {
+        public SlotPointers(ParameterSlot slot)
+        {
+            IsDouble = slot.Type == TensorElementType.Double;
+            Length = slot.ElementCount;
+            Values = [Address(slot.Values[0]), Address(slot.Values[1])];
+            Gradients = [Address(slot.Gradients[0]), Address(slot.Gradients[1])];
+            HasState = slot.States.Length > 0;
+            State0 = HasState ? [Address(slot.States[0].Values[0]), Address(slot.States[0].Values[1])] : [0, 0];
+            State1 = slot.States.Length > 1 ? [Address(slot.States[1].Values[0]), Address(slot.States[1].Values[1])] : [0, 0];
+        }
+
+        public bool IsDouble { get; }
+        public long Length { get; }
+        public bool HasState { get; }
+        public nint[] Values { get; }
+        public nint[] Gradients { get; }
+        public nint[] State0 { get; }
+        public nint[] State1 { get; }
+
+        private static nint Address(Microsoft.ML.OnnxRuntime.OrtValue value)
+        {
+            fixed (byte* p = value.GetTensorMutableRawData()) return (nint)p;
+        }
+    }
+}
