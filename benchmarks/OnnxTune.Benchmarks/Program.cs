@@ -12,6 +12,7 @@ using OnnxTune.Training;
 //   --memory-rounds N  N consecutive small fine-tuning rounds; RSS every 100 rounds
 // Usage: [--workloads W1,W2,W3] [--steps N] [--warmup N] [--init DIR] [--variant NAME] [--sgemm] [--memory-rounds N]
 //        [--profile PREFIX]  (ONNX Runtime profiling of all three sessions; summarise with profile.py)
+//        [--graph operators|decomposed]  (W2/W3: LayerNorm and GELU as ONNX operators (default) or element-wise ops)
 try
 {
     var options = BenchArgs.Parse(args);
@@ -33,7 +34,7 @@ catch (ArgumentException e)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     Console.Error.WriteLine("usage: OnnxTune.Benchmarks [--workloads W1,W2,W3] [--steps N] [--warmup N] [--init DIR] [--variant "
-        + string.Join("|", SessionVariants.Names) + "] [--sgemm] [--memory-rounds N] [--profile PREFIX]");
+        + string.Join("|", SessionVariants.Names) + "] [--sgemm] [--memory-rounds N] [--profile PREFIX] [--graph operators|decomposed]");
     return 2;
 }
 
@@ -42,7 +43,7 @@ static void Print(object result) => Console.WriteLine(JsonSerializer.Serialize(r
 namespace OnnxTune.Benchmarks
 {
     internal sealed record BenchArgs(IReadOnlyList<WorkloadSpec> Workloads, int? Steps, int? Warmup, string? InitDirectory,
-        string Variant, bool Sgemm, int? MemoryRounds, string? ProfilePrefix)
+        string Variant, bool Sgemm, int? MemoryRounds, string? ProfilePrefix, GraphForm Form = GraphForm.Operators)
     {
         public static BenchArgs Parse(string[] args)
         {
@@ -51,6 +52,7 @@ namespace OnnxTune.Benchmarks
             string? init = null, profile = null;
             var variant = "default";
             var sgemm = false;
+            var form = GraphForm.Operators;
             for (var i = 0; i < args.Length; i++)
             {
                 string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} expects a value");
@@ -68,6 +70,14 @@ namespace OnnxTune.Benchmarks
                     case "--init": init = Next(); break;
                     case "--profile": profile = Next(); break;
                     case "--sgemm": sgemm = true; break;
+                    case "--graph":
+                        form = Next() switch
+                        {
+                            "operators" => GraphForm.Operators,
+                            "decomposed" => GraphForm.Decomposed,
+                            var other => throw new ArgumentException($"--graph expects 'operators' or 'decomposed', not '{other}'"),
+                        };
+                        break;
                     case "--variant":
                         variant = Next();
                         if (!SessionVariants.Names.Contains(variant)) throw new ArgumentException($"unknown variant '{variant}'");
@@ -75,7 +85,7 @@ namespace OnnxTune.Benchmarks
                     default: throw new ArgumentException($"unknown argument '{args[i]}'");
                 }
             }
-            return new BenchArgs(workloads, steps, warmup, init, variant, sgemm, rounds, profile);
+            return new BenchArgs(workloads, steps, warmup, init, variant, sgemm, rounds, profile, form);
         }
     }
 

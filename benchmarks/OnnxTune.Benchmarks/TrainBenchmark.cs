@@ -18,7 +18,7 @@ internal static class TrainBenchmark
         var dir = Path.Combine(Path.GetTempPath(), $"onnxtune-bench-{Environment.ProcessId}", spec.Name);
         try
         {
-            BuildArtifacts(spec, dir);
+            BuildArtifacts(spec, dir, form: args.Form);
             return Measure(spec, dir, args);
         }
         finally
@@ -27,9 +27,9 @@ internal static class TrainBenchmark
         }
     }
 
-    public static void BuildArtifacts(WorkloadSpec spec, string dir, int seed = WorkloadSpec.Seed)
+    public static void BuildArtifacts(WorkloadSpec spec, string dir, int seed = WorkloadSpec.Seed, GraphForm form = GraphForm.Operators)
     {
-        var artifacts = ArtifactBuilder.Build(WorkloadModels.For(spec, seed), new ArtifactOptions
+        var artifacts = ArtifactBuilder.Build(WorkloadModels.For(spec, seed, form), new ArtifactOptions
         {
             Selection = new ParameterSelection { Trainable = ["*.weight", "*.bias"] },
             Loss = new LossSpec { Kind = LossKind.CrossEntropy, OutputName = "logits" },
@@ -119,6 +119,8 @@ internal static class TrainBenchmark
             LossLast = lossLast,
             Init = args.InitDirectory is null ? "own seed" : "peer dump",
             Variant = args.Variant,
+            GraphForm = spec.Kind == WorkloadKind.Head ? null : args.Form.ToString().ToLowerInvariant(),
+            OptimizerExecution = session.OptimizerExecution.ToString().ToLowerInvariant(),
             TrainRunMedianMs = Math.Round(Stats.Median(trainRun), 3),
             OptimizerRunMedianMs = Math.Round(Stats.Median(optimizerRun), 3),
             BookkeepingMedianMs = Math.Round(Stats.Median(total.Select((t, i) => t - trainRun[i] - optimizerRun[i])), 3),
