@@ -63,10 +63,17 @@ internal static class TensorTypeInference
             if (info.TryGetValue(v.Name, out var ti) && ti.Dims is not null)
                 info[v.Name] = Make(ti.ElementType, Fresh(v.Name, Sym(ti)!));
 
+        // Element values of small int64 tensors (shapes being computed, e.g. Shape -> Gather -> Concat -> Reshape),
+        // as static numbers or dim symbols.
+        var values = new Dictionary<string, SymDim[]>(StringComparer.Ordinal);
         foreach (var node in orderedNodes)
         {
             TensorTypeInfo? In(int i) => i < node.Input.Count && node.Input[i].Length > 0 && info.TryGetValue(node.Input[i], out var x) ? x : null;
-            var outs = Infer(node, In, constants);
+            SymDim[]? Val(int i) =>
+                i >= node.Input.Count || node.Input[i].Length == 0 ? null
+                : values.TryGetValue(node.Input[i], out var v) ? v
+                : constants.TryGet(node.Input[i], out var c) ? c.Select(SymDim.Of).ToArray() : null;
+            var outs = Infer(node, In, Val, constants);
             for (var i = 0; i < node.Output.Count && i < outs.Length; i++)
             {
                 var name = node.Output[i];
@@ -86,8 +93,83 @@ internal static class TensorTypeInference
                 }
                 info[name] = Make(inferred.ElementType, dims is null ? null : Fresh(name, dims));
             }
+            if (node.Output.Count > 0 && node.Output[0].Length > 0 && InferValue(node, In, Val) is { } value)
+                values[node.Output[0]] = value;
         }
         return info;
+    }
+
+    // Values of shape arithmetic: what a Shape node reads, and how Gather/Slice/Unsqueeze/Concat/Cast rearrange it.
+    private static SymDim[]? InferValue(NodeProto node, Func<int, TensorTypeInfo?> input, Func<int, SymDim[]?> value)
+    {
+        switch (node.OpType)
+        {
+            case "Shape":
+                {
+                    if (Sym(input(0)) is not { } d) return null;
+                    var r = d.Length;
+                    var start = (int)Math.Clamp(Normalize(node.GetInt("start", 0), r), 0, r);
+                    var end = (int)Math.Clamp(Normalize(node.GetInt("end", r), r), 0, r);
+                    return end > start ? d[start..end] : [];
+                }
+            case "Identity" or "Unsqueeze" or "Squeeze":
+                return value(0);
+            case "Cast":
+                return (DataType)node.GetInt("to", 1) is DataType.Int64 or DataType.Int32 ? value(0) : null;
+            case "Gather":
+                {
+                    if (value(0) is not { } data || value(1) is not { } idx || node.GetInt("axis", 0) != 0) return null;
+                    var res = new SymDim[idx.Length];
+                    for (var k = 0; k < idx.Length; k++)
+                    {
+                        if (idx[k].Value is not { } i) return null;
+                        i = i < 0 ? i + data.Length : i;
+                        if (i < 0 || i >= data.Length) return null;
+                        res[k] = data[i];
+                    }
+                    return res;
+                }
+            case "Concat":
+                {
+                    var parts = new List<SymDim>();
+                    for (var i = 0; i < node.Input.Count; i++)
+                        if (value(i) is { } v) parts.AddRange(v);
+                        else return null;
+                    return input(0)?.Rank is 1 ? [.. parts] : null;
+                }
+            case "Slice":
+                {
+                    if (value(0) is not { } data || value(1) is not [{ Value: { } s }] || value(2) is not [{ Value: { } e }]) return null;
+                    if (node.Input.Count > 4 && node.Input[4].Length > 0 && value(4) is not [{ Value: 1 }]) return null;
+                    var n = data.Length;
+                    s = Math.Clamp(s < 0 ? s + n : s, 0, n);
+                    e = Math.Clamp(e < 0 ? e + n : e, 0, n);
+                    return e > s ? data[(int)s..(int)e] : [];
+                }
+            case "Add" or "Sub" or "Mul" or "Div":
+                {
+                    if (value(0) is not { } a || value(1) is not { } b || (a.Length != b.Length && a.Length != 1 && b.Length != 1)) return null;
+                    var n = Math.Max(a.Length, b.Length);
+                    var res = new SymDim[n];
+                    for (var k = 0; k < n; k++)
+                    {
+                        SymDim x = a[a.Length == 1 ? 0 : k], y = b[b.Length == 1 ? 0 : k];
+                        res[k] = (node.OpType, x.Value, y.Value) switch
+                        {
+                            ("Add", { } p, { } q) => SymDim.Of(p + q),
+                            ("Sub", { } p, { } q) => SymDim.Of(p - q),
+                            ("Mul", { } p, { } q) => SymDim.Of(p * q),
+                            ("Div", { } p, { } q) when q != 0 => SymDim.Of(p / q),
+                            ("Add" or "Sub", _, 0) or ("Mul" or "Div", _, 1) => x,
+                            ("Add", 0, _) or ("Mul", 1, _) => y,
+                            _ => SymDim.Unknown,
+                        };
+                    }
+                    return res;
+                }
+            default:
+                return null;
+        }
     }
 
     private static SymDim[]? FromValueInfo(ValueInfoProto v)
@@ -119,7 +201,7 @@ internal static class TensorTypeInference
             Symbols = dims is null || dims.All(d => d.Value is not null || d.Symbol is null) ? null : dims.Select(d => d.Value is null ? d.Symbol : null).ToArray(),
         };
 
-    private static TensorTypeInfo?[] Infer(NodeProto node, Func<int, TensorTypeInfo?> input, ConstantTable all)
+    private static TensorTypeInfo?[] Infer(NodeProto node, Func<int, TensorTypeInfo?> input, Func<int, SymDim[]?> value, ConstantTable all)
     {
         var x = input(0);
         var xs = Sym(x);
@@ -157,7 +239,7 @@ internal static class TensorTypeInference
                 {
                     var t = node.Find("value")?.T;
                     var dt = t is null ? DataType.Float : (DataType)t.DataType;
-                    if (ConstantInts(node, 0, all) is { } cs) return [Of(dt, cs.Select(SymDim.Of).ToArray())];
+                    if (value(0) is { } cs) return [Of(dt, cs)];
                     var shapeLen = input(0)?.Dims is { Length: 1 } d0 ? d0[0] : null;
                     return [shapeLen is { } r ? UnknownDims(dt, (int)r) : TypeOnly(dt)];
                 }
@@ -253,20 +335,21 @@ internal static class TensorTypeInference
                 }
             case "Reshape":
                 {
-                    var shape = ConstantInts(node, 1, all);
+                    // The target shape may be partly symbolic (computed from Shape nodes); such entries are sizes.
+                    var shape = value(1);
                     if (shape is null)
                         return [input(1)?.Dims is [long n] ? UnknownDims(T0, (int)n) : TypeOnly(T0)];
                     var allowZero = node.GetInt("allowzero", 0) != 0;
                     var d = xs;
                     var res = new SymDim[shape.Length];
                     for (var i = 0; i < shape.Length; i++)
-                        res[i] = shape[i] switch
+                        res[i] = shape[i].Value switch
                         {
                             0 when !allowZero => d is not null && i < d.Length ? d[i] : SymDim.Unknown,
                             -1 => SymDim.Unknown,
-                            var v => SymDim.Of(v),
+                            _ => shape[i],
                         };
-                    var minus = Array.IndexOf(shape, -1L);
+                    var minus = Array.FindIndex(shape, v => v.Value == -1);
                     if (minus >= 0 && d is not null)
                     {
                         // -1 is the input size over the other output dims: static when every dim is, and the input's
@@ -313,12 +396,12 @@ internal static class TensorTypeInference
                 }
             case "Expand":
                 {
-                    var shape = ConstantInts(node, 1, all);
+                    var shape = value(1);
                     if (shape is null || xs is null)
                         return [input(1)?.Dims is [long n] && xs is { } xd ? UnknownDims(T0, (int)Math.Max(n, xd.Length)) : TypeOnly(T0)];
-                    return [Of(T0, BroadcastDims(xs, shape.Select(SymDim.Of).ToArray()))];
+                    return [Of(T0, BroadcastDims(xs, shape))];
                 }
-            case "Slice": return [Of(T0, SliceDims(node, xs, all))];
+            case "Slice": return [Of(T0, SliceDims(node, xs, value))];
             case "Split": return SplitDims(node, xs, all).Select(d => (TensorTypeInfo?)Of(T0, d)).ToArray();
             case "Tile":
                 {
@@ -340,15 +423,16 @@ internal static class TensorTypeInference
     }
 
     // Slice-10+: starts/ends/axes/steps as inputs; dims are exact when all are constant and the sliced dims known.
-    private static SymDim[]? SliceDims(NodeProto node, SymDim[]? d, ConstantTable all)
+    private static SymDim[]? SliceDims(NodeProto node, SymDim[]? d, Func<int, SymDim[]?> value)
     {
         if (d is null) return null;
+        long[]? Ints(int i) => value(i) is { } v && v.All(e => e.Value is not null) ? v.Select(e => e.Value!.Value).ToArray() : null;
         var res = d.ToArray();
-        var starts = ConstantInts(node, 1, all);
-        var ends = ConstantInts(node, 2, all);
-        var axes = node.Input.Count > 3 && node.Input[3].Length > 0 ? ConstantInts(node, 3, all) : Enumerable.Range(0, starts?.Length ?? 0).Select(i => (long)i).ToArray();
-        var steps = node.Input.Count > 4 && node.Input[4].Length > 0 ? ConstantInts(node, 4, all) : starts?.Select(_ => 1L).ToArray();
-        if (starts is null || ends is null || axes is null || steps is null)
+        var starts = Ints(1);
+        var ends = value(2);
+        var axes = node.Input.Count > 3 && node.Input[3].Length > 0 ? Ints(3) : Enumerable.Range(0, starts?.Length ?? 0).Select(i => (long)i).ToArray();
+        var steps = node.Input.Count > 4 && node.Input[4].Length > 0 ? Ints(4) : starts?.Select(_ => 1L).ToArray();
+        if (starts is null || ends is null || axes is null || steps is null || ends.Length != starts.Length)
         {
             if (axes is not null && node.Input.Count > 3 && node.Input[3].Length > 0)
                 foreach (var a in axes) res[Normalize(a, d.Length)] = SymDim.Unknown;
@@ -359,7 +443,14 @@ internal static class TensorTypeInference
         for (var k = 0; k < axes.Length; k++)
         {
             var ax = (int)Normalize(axes[k], d.Length);
-            long step = steps[k], s = starts[k], e = ends[k];
+            long step = steps[k], s = starts[k];
+            if (ends[k].Value is not { } e)
+            {
+                // x[..., :n] with n a size read from another tensor (e.g. position ids cut to the sequence length):
+                // the result has that size; a graph where n exceeded the dim would not line up downstream.
+                res[ax] = step == 1 && s == 0 ? ends[k] : SymDim.Unknown;
+                continue;
+            }
             if (d[ax].Value is not { } n || step == 0)
             {
                 // The whole of a symbolic dim (start 0, end past any size, step 1) keeps its symbol.

@@ -164,6 +164,39 @@ public class SymbolicBroadcastTests
         GradientAssert.Passes(model);
     }
 
+    private static string Scalar(ModelFactory f, string name, long value) =>
+        f.Editor.AddInitializer(TensorProtos.Int64(name, [value]), makeUnique: false);
+
+    [Fact]
+    public void Shapes_computed_at_run_time_keep_their_symbols()
+    {
+        // As exporters write BERT: heads split with a shape built from Shape -> Gather -> Unsqueeze -> Concat, and
+        // position embeddings sliced to the sequence length read from the input's shape.
+        var f = new ModelFactory(opset: 13);
+        var x = f.Input("x", DataType.Float, "batch", "seq", 4L);
+        var positions = f.Param("positions", [1, 6, 4]);
+        var w = f.Param("w", [4, 4]);
+        var shape = f.Node("Shape", [x]);
+        var seq = f.Node("Unsqueeze", [f.Node("Add", [f.Node("Gather", [shape, Scalar(f, "one", 1)]), Scalar(f, "zero", 0)]), f.Const("ax0", [0])]);
+        var pos = f.Node("Slice", [positions, f.Const("s0", [0]), seq, f.Const("ax1", [1])]);
+        var h = f.Node("Add", [x, pos]);
+        var batch = f.Node("Unsqueeze", [f.Node("Gather", [f.Node("Shape", [h]), Scalar(f, "zero_i", 0)]), f.Const("ax0b", [0])]);
+        var seq2 = f.Node("Unsqueeze", [f.Node("Gather", [f.Node("Shape", [h]), Scalar(f, "one_i", 1)]), f.Const("ax0c", [0])]);
+        var split = f.Node("Concat", [batch, seq2, f.Const("heads", [2]), f.Const("size", [2])], Attr.Int("axis", 0));
+        var q = f.Node("Transpose", [f.Node("Reshape", [f.Node("MatMul", [h, w]), split])], Attr.Ints("perm", 0, 2, 1, 3));
+        var scores = f.Node("MatMul", [q, f.Node("Transpose", [q], Attr.Ints("perm", 0, 1, 3, 2))]);
+        var mask = f.Node("Unsqueeze", [f.Input("mask", DataType.Float, "batch", "seq"), f.Const("ax12", [1, 2])]);
+        var y = f.Node("Mul", [f.Node("Add", [scores, mask]), scores]);
+        var model = f.Output(y, "batch", 2L, "seq", "seq");
+
+        // Gradient check first (it clones the model), then the structure on a copy.
+        GradientAssert.Passes(model, Dims(("batch", 2), ("seq", 3)));
+        var (nodes, graph) = Backward(model, "positions", "w");
+        Assert.DoesNotContain(nodes, n => n.OpType == "NonZero");
+        var reduce = Assert.Single(nodes, n => n.OpType == "ReduceSum");
+        Assert.Equal([0L], ConstantAxes(graph, reduce)); // positions [1, seq, 4] from [batch, seq, 4]
+    }
+
     [Fact]
     public void Inference_tracks_symbols_through_shape_ops()
     {
