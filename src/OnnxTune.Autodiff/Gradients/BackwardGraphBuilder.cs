@@ -117,11 +117,10 @@ public sealed class BackwardGraphBuilder
             }
             if (inputGrads.Skip(node.Input.Count).Any(g => g is not null))
                 throw new OnnxTuneException($"The gradient rule for {node.OpType} returned {inputGrads.Count} gradients for {node.Input.Count} inputs ({node.Describe()}).");
-            var outRank = types.TryGetValue(node.Output[0], out var ot) ? ot.Rank : null;
             for (var i = 0; i < Math.Min(inputGrads.Count, node.Input.Count); i++)
             {
                 if (inputGrads[i] is not { } g || !required[i]) continue;
-                if (rule.Broadcasts) g = ctx.SumToShapeOf(g, node.Input[i], outRank);
+                if (rule.Broadcasts) g = ctx.SumToShapeOf(g, node.Input[i], gradShapeLike: node.Output[0]);
                 Contribute(node.Input[i], g);
             }
         }

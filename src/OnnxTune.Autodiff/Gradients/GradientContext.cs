@@ -130,8 +130,26 @@ public sealed class GradientContext
     /// <summary>Reshapes <paramref name="x"/> to the runtime shape of <paramref name="like"/>.</summary>
     public string ReshapeLike(string x, string like) => Op("Reshape", x, ShapeOf(like));
 
-    /// <summary>Sums a gradient of the broadcast output shape back to the shape of <paramref name="target"/>.</summary>
-    public string SumToShapeOf(string grad, string target, int? gradRank) => _state.SumToShapeOf(this, grad, target, gradRank);
+    /// <summary>
+    /// Sums a gradient of the broadcast output shape back to the shape of <paramref name="target"/>, knowing only the
+    /// gradient's rank. Prefer the overloads that describe the gradient's shape: they avoid run-time reductions.
+    /// </summary>
+    public string SumToShapeOf(string grad, string target, int? gradRank) =>
+        _state.SumToShapeOf(this, grad, target, gradRank is { } r ? new TensorTypeInfo(ElementTypeOf(grad), new long?[r]) : null);
+
+    /// <summary>
+    /// Sums a gradient back to the shape of <paramref name="target"/>, where the gradient has the shape of the forward
+    /// tensor <paramref name="gradShapeLike"/> (usually the node's output). Axes whose sizes are statically equal
+    /// (same number or same symbol) are left alone; a gradient that needs no reduction is returned as is.
+    /// </summary>
+    public string SumToShapeOf(string grad, string target, string gradShapeLike) =>
+        _state.SumToShapeOf(this, grad, target, TypeOf(gradShapeLike));
+
+    /// <summary>
+    /// Sums a gradient whose shape is described by <paramref name="gradType"/> (dims and symbols; null when unknown)
+    /// back to the shape of <paramref name="target"/>.
+    /// </summary>
+    public string SumToShapeOf(string grad, string target, TensorTypeInfo? gradType) => _state.SumToShapeOf(this, grad, target, gradType);
 }
 
 /// <summary>Shared state while one backward graph is emitted.</summary>
@@ -189,26 +207,36 @@ internal sealed class BackwardGraphState(GraphEditor editor, Dictionary<string, 
         return name;
     }
 
-    public string SumToShapeOf(GradientContext ctx, string grad, string target, int? gradRank)
+    public string SumToShapeOf(GradientContext ctx, string grad, string target, TensorTypeInfo? gradType)
     {
-        var t = Types.TryGetValue(target, out var ti) ? ti : null;
-        if (t?.Dims is { } tdims && gradRank is { } ry)
+        var t = TensorTypeInference.Sym(Types.TryGetValue(target, out var ti) ? ti : null);
+        var y = TensorTypeInference.Sym(gradType);
+        if (t is not null && y is not null && y.Length >= t.Length)
         {
-            var rx = tdims.Length;
-            var pad = ry - rx;
+            var rx = t.Length;
+            var pad = y.Length - rx;
             var g = grad;
             if (pad > 0)
                 g = ctx.ReduceSum(g, Enumerable.Range(0, pad).Select(i => (long)i).ToArray(), keepDims: false);
-            if (tdims.All(d => d.HasValue))
+            // Per axis, does the target (x) differ from the gradient (y)? Broadcasting leaves x = y or x = 1.
+            var axes = new List<long>();
+            var decided = true;
+            for (var i = 0; i < rx; i++)
             {
-                var ones = Enumerable.Range(0, rx).Where(i => tdims[i] == 1).Select(i => (long)i).ToArray();
-                return ones.Length == 0 ? g : ctx.ReduceSum(g, ones, keepDims: true);
+                SymDim dx = t[i], dy = y[pad + i];
+                if (dx.Value is { } v)
+                {
+                    if (v == 1 && !dy.IsOne) axes.Add(i);
+                }
+                else if (!dy.IsOne && !dx.SameAs(dy))
+                    decided = false;
             }
-            // Some dims are only known at run time: sum over every axis where the target has size 1 (a no-op
+            if (decided) return axes.Count == 0 ? g : ctx.ReduceSum(g, [.. axes], keepDims: true);
+            // Some sizes are only known at run time: sum over every axis where the target has size 1 (a no-op
             // where the gradient has size 1 too), found at run time.
             var isOne = ctx.Op("Equal", ShapeOf(target), Ints(1));
-            var axes = ctx.Op("Reshape", ctx.Op("NonZero", isOne), Ints(-1));
-            return ctx.Op("ReduceSum", [g, axes], Onnx.Graph.Attr.Int("keepdims", 1), Onnx.Graph.Attr.Int("noop_with_empty_axes", 1));
+            var dynamicAxes = ctx.Op("Reshape", ctx.Op("NonZero", isOne), Ints(-1));
+            return ctx.Op("ReduceSum", [g, dynamicAxes], Onnx.Graph.Attr.Int("keepdims", 1), Onnx.Graph.Attr.Int("noop_with_empty_axes", 1));
         }
         // Rank unknown: pad the target shape with ones on the left at run time, then as above.
         var sx = ShapeOf(target);

@@ -13,12 +13,40 @@ public sealed record TensorTypeInfo(DataType ElementType, long?[]? Dims)
 
     /// <summary>True when every dim is a known number.</summary>
     public bool IsFullyStatic => Dims is not null && Dims.All(d => d.HasValue);
+
+    /// <summary>
+    /// Per-dim symbols of the dims that are not static (parallel to <see cref="Dims"/>): a <c>dim_param</c> name, or a
+    /// generated name for a size an op produced. Two dims with the same symbol have the same size at run time. Null
+    /// (or a null entry) where nothing is tracked.
+    /// </summary>
+    public string?[]? Symbols { get; init; }
+
+    /// <summary>Symbol of dim <paramref name="axis"/>, or null when the dim is static or untracked.</summary>
+    public string? SymbolAt(int axis) =>
+        Dims is { } d && axis >= 0 && axis < d.Length && d[axis] is null && Symbols is { } s && axis < s.Length ? s[axis] : null;
+}
+
+/// <summary>One dim during inference: a static size, or a symbol (null when nothing is known).</summary>
+internal readonly record struct SymDim(long? Value, string? Symbol)
+{
+    public static SymDim Of(long value) => new(value, null);
+
+    public static readonly SymDim One = new(1, null);
+
+    public static readonly SymDim Unknown = new(null, null);
+
+    /// <summary>Same size at run time for sure.</summary>
+    public bool SameAs(SymDim other) =>
+        Value is { } v ? other.Value == v : Symbol is not null && other.Value is null && other.Symbol == Symbol;
+
+    public bool IsOne => Value == 1;
 }
 
 /// <summary>
 /// A small forward pass that propagates element types (always) and shapes/ranks (for common ops) through a graph.
-/// Autodiff uses it to prune integer paths and to decide broadcast reductions statically when it can; where a
-/// shape is unknown the rules fall back to runtime shape ops.
+/// Dims that are not static carry symbols (from <c>dim_param</c> or generated per produced tensor), so two tensors
+/// of the same symbolic shape are known to match. Autodiff uses it to prune integer paths and to decide broadcast
+/// reductions statically when it can; where a shape is unknown the rules fall back to runtime shape ops.
 /// </summary>
 internal static class TensorTypeInference
 {
@@ -29,45 +57,174 @@ internal static class TensorTypeInference
             info[t.Name] = new((DataType)t.DataType, t.Dims.Select(d => (long?)d).ToArray());
         foreach (var v in graph.Input.Concat(graph.ValueInfo).Concat(graph.Output))
             if (!info.ContainsKey(v.Name) && ValueInfos.ElemType(v) != DataType.Undefined)
-                info[v.Name] = new(ValueInfos.ElemType(v), ValueInfos.Dims(v));
+                info[v.Name] = Make(ValueInfos.ElemType(v), FromValueInfo(v));
+        // Unnamed dims of graph inputs are still one size per run: give them their own symbols.
+        foreach (var v in graph.Input)
+            if (info.TryGetValue(v.Name, out var ti) && ti.Dims is not null)
+                info[v.Name] = Make(ti.ElementType, Fresh(v.Name, Sym(ti)!));
 
+        // Element values of small int64 tensors (shapes being computed, e.g. Shape -> Gather -> Concat -> Reshape),
+        // as static numbers or dim symbols.
+        var values = new Dictionary<string, SymDim[]>(StringComparer.Ordinal);
         foreach (var node in orderedNodes)
         {
             TensorTypeInfo? In(int i) => i < node.Input.Count && node.Input[i].Length > 0 && info.TryGetValue(node.Input[i], out var x) ? x : null;
-            var outs = Infer(node, In, constants);
+            SymDim[]? Val(int i) =>
+                i >= node.Input.Count || node.Input[i].Length == 0 ? null
+                : values.TryGetValue(node.Input[i], out var v) ? v
+                : constants.TryGet(node.Input[i], out var c) ? c.Select(SymDim.Of).ToArray() : null;
+            var outs = Infer(node, In, Val, constants);
             for (var i = 0; i < node.Output.Count && i < outs.Length; i++)
             {
-                if (outs[i] is null || node.Output[i].Length == 0) continue;
+                var name = node.Output[i];
+                if (outs[i] is not { } inferred || name.Length == 0) continue;
+                var dims = Sym(inferred);
                 // Value infos from the exporter win when they say more.
-                if (info.TryGetValue(node.Output[i], out var existing) && existing.Dims is not null && existing.ElementType != DataType.Undefined)
+                if (info.TryGetValue(name, out var existing) && existing.Dims is not null && existing.ElementType != DataType.Undefined)
+                {
+                    // Per dim, what inference derived (a size, or a symbol tied to the inputs) beats a dim_param.
+                    var known = Sym(existing)!;
+                    if (dims is not null && dims.Length == known.Length)
+                        for (var k = 0; k < known.Length; k++)
+                            if (known[k].Value is null && (dims[k].Value is not null || dims[k].Symbol is not null))
+                                known[k] = dims[k];
+                    info[name] = Make(existing.ElementType, Fresh(name, known));
                     continue;
-                info[node.Output[i]] = outs[i]!;
+                }
+                info[name] = Make(inferred.ElementType, dims is null ? null : Fresh(name, dims));
             }
+            if (node.Output.Count > 0 && node.Output[0].Length > 0 && InferValue(node, In, Val) is { } value)
+                values[node.Output[0]] = value;
         }
         return info;
     }
 
-    private static TensorTypeInfo?[] Infer(NodeProto node, Func<int, TensorTypeInfo?> input, ConstantTable all)
+    // Values of shape arithmetic: what a Shape node reads, and how Gather/Slice/Unsqueeze/Concat/Cast rearrange it.
+    private static SymDim[]? InferValue(NodeProto node, Func<int, TensorTypeInfo?> input, Func<int, SymDim[]?> value)
     {
-        var x = input(0);
-        DataType T0 = x?.ElementType ?? DataType.Undefined;
-        TensorTypeInfo Same() => new(T0, x?.Dims);
-        TensorTypeInfo TypeOnly(DataType t) => new(t, null);
         switch (node.OpType)
         {
             case "Shape":
                 {
-                    if (x?.Rank is not { } r) return [new(DataType.Int64, [null])];
+                    if (Sym(input(0)) is not { } d) return null;
+                    var r = d.Length;
                     var start = (int)Math.Clamp(Normalize(node.GetInt("start", 0), r), 0, r);
                     var end = (int)Math.Clamp(Normalize(node.GetInt("end", r), r), 0, r);
-                    return [new(DataType.Int64, [Math.Max(0, end - start)])];
+                    return end > start ? d[start..end] : [];
                 }
-            case "Size": return [new(DataType.Int64, [])];
+            case "Identity" or "Unsqueeze" or "Squeeze":
+                return value(0);
+            case "Cast":
+                return (DataType)node.GetInt("to", 1) is DataType.Int64 or DataType.Int32 ? value(0) : null;
+            case "Gather":
+                {
+                    if (value(0) is not { } data || value(1) is not { } idx || node.GetInt("axis", 0) != 0) return null;
+                    var res = new SymDim[idx.Length];
+                    for (var k = 0; k < idx.Length; k++)
+                    {
+                        if (idx[k].Value is not { } i) return null;
+                        i = i < 0 ? i + data.Length : i;
+                        if (i < 0 || i >= data.Length) return null;
+                        res[k] = data[i];
+                    }
+                    return res;
+                }
+            case "Concat":
+                {
+                    var parts = new List<SymDim>();
+                    for (var i = 0; i < node.Input.Count; i++)
+                        if (value(i) is { } v) parts.AddRange(v);
+                        else return null;
+                    return input(0)?.Rank is 1 ? [.. parts] : null;
+                }
+            case "Slice":
+                {
+                    if (value(0) is not { } data || value(1) is not [{ Value: { } s }] || value(2) is not [{ Value: { } e }]) return null;
+                    if (node.Input.Count > 4 && node.Input[4].Length > 0 && value(4) is not [{ Value: 1 }]) return null;
+                    var n = data.Length;
+                    s = Math.Clamp(s < 0 ? s + n : s, 0, n);
+                    e = Math.Clamp(e < 0 ? e + n : e, 0, n);
+                    return e > s ? data[(int)s..(int)e] : [];
+                }
+            case "Add" or "Sub" or "Mul" or "Div":
+                {
+                    if (value(0) is not { } a || value(1) is not { } b || (a.Length != b.Length && a.Length != 1 && b.Length != 1)) return null;
+                    var n = Math.Max(a.Length, b.Length);
+                    var res = new SymDim[n];
+                    for (var k = 0; k < n; k++)
+                    {
+                        SymDim x = a[a.Length == 1 ? 0 : k], y = b[b.Length == 1 ? 0 : k];
+                        res[k] = (node.OpType, x.Value, y.Value) switch
+                        {
+                            ("Add", { } p, { } q) => SymDim.Of(p + q),
+                            ("Sub", { } p, { } q) => SymDim.Of(p - q),
+                            ("Mul", { } p, { } q) => SymDim.Of(p * q),
+                            ("Div", { } p, { } q) when q != 0 => SymDim.Of(p / q),
+                            ("Add" or "Sub", _, 0) or ("Mul" or "Div", _, 1) => x,
+                            ("Add", 0, _) or ("Mul", 1, _) => y,
+                            _ => SymDim.Unknown,
+                        };
+                    }
+                    return res;
+                }
+            default:
+                return null;
+        }
+    }
+
+    private static SymDim[]? FromValueInfo(ValueInfoProto v)
+    {
+        var shape = v.Type?.TensorType?.Shape;
+        if (shape is null) return null;
+        return shape.Dim.Select(d => d.ValueCase switch
+        {
+            TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue => SymDim.Of(d.DimValue),
+            TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam when d.DimParam.Length > 0 => new SymDim(null, d.DimParam),
+            _ => SymDim.Unknown,
+        }).ToArray();
+    }
+
+    // A generated symbol names "dim k of this tensor"; it cannot clash with a dim_param in practice.
+    private static SymDim[] Fresh(string tensor, SymDim[] dims)
+    {
+        for (var k = 0; k < dims.Length; k++)
+            if (dims[k].Value is null && dims[k].Symbol is null) dims[k] = new SymDim(null, $"?{tensor}:{k}");
+        return dims;
+    }
+
+    internal static SymDim[]? Sym(TensorTypeInfo? t) =>
+        t?.Dims is { } d ? d.Select((v, i) => v is { } x ? SymDim.Of(x) : new SymDim(null, t.SymbolAt(i))).ToArray() : null;
+
+    internal static TensorTypeInfo Make(DataType type, SymDim[]? dims) =>
+        new(type, dims?.Select(d => d.Value).ToArray())
+        {
+            Symbols = dims is null || dims.All(d => d.Value is not null || d.Symbol is null) ? null : dims.Select(d => d.Value is null ? d.Symbol : null).ToArray(),
+        };
+
+    private static TensorTypeInfo?[] Infer(NodeProto node, Func<int, TensorTypeInfo?> input, Func<int, SymDim[]?> value, ConstantTable all)
+    {
+        var x = input(0);
+        var xs = Sym(x);
+        DataType T0 = x?.ElementType ?? DataType.Undefined;
+        TensorTypeInfo Of(DataType t, SymDim[]? d) => Make(t, d);
+        TensorTypeInfo Same() => Make(T0, xs);
+        TensorTypeInfo TypeOnly(DataType t) => new(t, null);
+        TensorTypeInfo UnknownDims(DataType t, int rank) => Make(t, Enumerable.Repeat(SymDim.Unknown, rank).ToArray());
+        switch (node.OpType)
+        {
+            case "Shape":
+                {
+                    if (x?.Rank is not { } r) return [Of(DataType.Int64, [SymDim.Unknown])];
+                    var start = (int)Math.Clamp(Normalize(node.GetInt("start", 0), r), 0, r);
+                    var end = (int)Math.Clamp(Normalize(node.GetInt("end", r), r), 0, r);
+                    return [Of(DataType.Int64, [SymDim.Of(Math.Max(0, end - start))])];
+                }
+            case "Size": return [Of(DataType.Int64, [])];
             case "Equal" or "Less" or "Greater" or "LessOrEqual" or "GreaterOrEqual" or "Not" or "And" or "Or" or "Xor" or "IsNaN" or "IsInf":
-                return [new(DataType.Bool, Broadcast(x, input(1)))];
+                return [Of(DataType.Bool, BroadcastAll(node, input))];
             case "ArgMax" or "ArgMin" or "NonZero": return [TypeOnly(DataType.Int64)];
-            case "Cast": return [new((DataType)node.GetInt("to", 1), x?.Dims)];
-            case "CastLike": return [new(input(1)?.ElementType ?? DataType.Undefined, x?.Dims)];
+            case "Cast": return [Of((DataType)node.GetInt("to", 1), xs)];
+            case "CastLike": return [Of(input(1)?.ElementType ?? DataType.Undefined, xs)];
             case "Constant":
                 {
                     var v = node.Find("value");
@@ -82,145 +239,180 @@ internal static class TensorTypeInference
                 {
                     var t = node.Find("value")?.T;
                     var dt = t is null ? DataType.Float : (DataType)t.DataType;
+                    if (value(0) is { } cs) return [Of(dt, cs)];
                     var shapeLen = input(0)?.Dims is { Length: 1 } d0 ? d0[0] : null;
-                    return [new(dt, shapeLen is { } r ? new long?[r] : null)];
+                    return [shapeLen is { } r ? UnknownDims(dt, (int)r) : TypeOnly(dt)];
                 }
-            case "Range": return [new(T0, [null])];
+            case "Range": return [Of(T0, [SymDim.Unknown])];
             case "SoftmaxCrossEntropyLoss":
-                return [new(T0, node.GetString("reduction", "mean") == "none" ? input(1)?.Dims : []), Same()];
-            case "Dropout": return [Same(), new(DataType.Bool, x?.Dims)];
+                return [node.GetString("reduction", "mean") == "none" ? Of(T0, Sym(input(1))) : Of(T0, []), Same()];
+            case "Dropout": return [Same(), Of(DataType.Bool, xs)];
             case "LayerNormalization":
                 {
                     var stash = (DataType)node.GetInt("stash_type", 1);
-                    if (x?.Dims is not { } d) return [Same(), TypeOnly(stash), TypeOnly(stash)];
-                    var axis = (int)Normalize(node.GetInt("axis", -1), d.Length);
-                    var reduced = d.Select((v, i) => i < axis ? v : 1).ToArray();
-                    return [Same(), new(stash, reduced), new(stash, reduced)];
+                    if (xs is null) return [Same(), TypeOnly(stash), TypeOnly(stash)];
+                    var axis = (int)Normalize(node.GetInt("axis", -1), xs.Length);
+                    var reduced = xs.Select((v, i) => i < axis ? v : SymDim.One).ToArray();
+                    return [Same(), Of(stash, reduced), Of(stash, reduced.ToArray())];
                 }
             case "Add" or "Sub" or "Mul" or "Div" or "Pow" or "PRelu" or "Max" or "Min" or "Sum" or "Mean":
-                {
-                    long?[]? dims = x?.Dims;
-                    for (var i = 1; i < node.Input.Count; i++) dims = Broadcast(dims is null ? null : new(T0, dims), input(i));
-                    return [new(T0, dims)];
-                }
-            case "Where": return [new(input(1)?.ElementType ?? DataType.Undefined, BroadcastDims(x?.Dims, Broadcast(input(1), input(2))))];
+                return [Of(T0, BroadcastAll(node, input))];
+            case "Where": return [Of(input(1)?.ElementType ?? DataType.Undefined, BroadcastAll(node, input))];
             case "Relu" or "LeakyRelu" or "Sigmoid" or "Tanh" or "Exp" or "Log" or "Sqrt" or "Neg" or "Abs" or "Erf" or "Identity"
                 or "Softmax" or "LogSoftmax" or "Gelu" or "Softplus" or "Elu" or "Selu" or "HardSigmoid" or "Sign" or "Reciprocal"
                 or "Clip" or "Floor" or "Ceil" or "Round" or "Sin" or "Cos" or "BatchNormalization" or "InstanceNormalization":
                 return [Same()];
             case "MatMul":
                 {
-                    var a = x?.Dims; var b = input(1)?.Dims;
+                    var a = xs; var b = Sym(input(1));
                     if (a is null || b is null || a.Length < 1 || b.Length < 1) return [TypeOnly(T0)];
-                    if (a.Length == 1 || b.Length == 1) return [TypeOnly(T0)];
-                    var batchA = a[..^2]; var batchB = b[..^2];
-                    var batch = BroadcastDims(batchA, batchB);
-                    return [new(T0, batch is null ? null : [.. batch, a[^2], b[^1]])];
+                    if (a.Length == 1 && b.Length == 1) return [Of(T0, [])];
+                    if (a.Length == 1) return [Of(T0, [.. b[..^2], b[^1]])];
+                    if (b.Length == 1) return [Of(T0, a[..^1])];
+                    var batch = BroadcastDims(a[..^2], b[..^2]);
+                    return [Of(T0, [.. batch, a[^2], b[^1]])];
                 }
             case "Gemm":
                 {
-                    var a = x?.Dims; var b = input(1)?.Dims;
-                    if (a is not { Length: 2 } || b is not { Length: 2 }) return [new(T0, [null, null])];
+                    var a = xs; var b = Sym(input(1));
+                    if (a is not { Length: 2 } || b is not { Length: 2 }) return [UnknownDims(T0, 2)];
                     var m = node.GetInt("transA", 0) != 0 ? a[1] : a[0];
                     var n = node.GetInt("transB", 0) != 0 ? b[0] : b[1];
-                    return [new(T0, [m, n])];
+                    return [Of(T0, [m, n])];
                 }
             case "Transpose":
                 {
-                    if (x?.Dims is not { } d) return [TypeOnly(T0)];
+                    if (xs is not { } d) return [TypeOnly(T0)];
                     var perm = node.GetInts("perm") ?? Enumerable.Range(0, d.Length).Reverse().Select(i => (long)i).ToArray();
-                    return [new(T0, perm.Select(p => d[p]).ToArray())];
+                    return [Of(T0, perm.Select(p => d[p]).ToArray())];
                 }
             case "Gather":
                 {
-                    var data = x?.Dims; var idx = input(1)?.Dims;
+                    var data = xs; var idx = Sym(input(1));
                     if (data is null || idx is null) return [TypeOnly(T0)];
                     var axis = (int)Normalize(node.GetInt("axis", 0), data.Length);
-                    return [new(T0, [.. data[..axis], .. idx, .. data[(axis + 1)..]])];
+                    return [Of(T0, [.. data[..axis], .. idx, .. data[(axis + 1)..]])];
                 }
             case "ReduceMean" or "ReduceSum" or "ReduceMax" or "ReduceMin" or "ReduceProd" or "ReduceL2" or "ReduceSumSquare" or "ReduceLogSumExp":
                 {
-                    if (x?.Dims is not { } d) return [TypeOnly(T0)];
+                    if (xs is not { } d) return [TypeOnly(T0)];
                     var keep = node.GetInt("keepdims", 1) != 0;
                     long[]? axes = node.GetInts("axes") ?? ConstantInts(node, 1, all);
                     if (axes is null)
                     {
                         var noop = node.GetInt("noop_with_empty_axes", 0) != 0;
-                        if (node.Input.Count > 1 && node.Input[1].Length > 0) return [keep ? new(T0, new long?[d.Length]) : TypeOnly(T0)];
+                        if (node.Input.Count > 1 && node.Input[1].Length > 0) return [keep ? UnknownDims(T0, d.Length) : TypeOnly(T0)];
                         if (noop) return [Same()];
-                        return [new(T0, keep ? d.Select(_ => (long?)1).ToArray() : [])];
+                        return [Of(T0, keep ? d.Select(_ => SymDim.One).ToArray() : [])];
                     }
                     var set = axes.Select(a => Normalize(a, d.Length)).ToHashSet();
-                    return [new(T0, keep ? d.Select((v, i) => set.Contains(i) ? 1 : v).ToArray() : d.Where((_, i) => !set.Contains(i)).ToArray())];
+                    return [Of(T0, keep ? d.Select((v, i) => set.Contains(i) ? SymDim.One : v).ToArray() : d.Where((_, i) => !set.Contains(i)).ToArray())];
                 }
             case "Flatten":
                 {
-                    if (x?.Dims is not { } d) return [new(T0, [null, null])];
+                    if (xs is not { } d) return [UnknownDims(T0, 2)];
                     var axis = (int)Normalize(node.GetInt("axis", 1), d.Length);
-                    return [new(T0, [Product(d[..axis]), Product(d[axis..])])];
+                    return [Of(T0, [Product(d[..axis]), Product(d[axis..])])];
                 }
             case "Unsqueeze":
                 {
                     var axes = node.GetInts("axes") ?? ConstantInts(node, 1, all);
-                    if (x?.Dims is not { } d || axes is null) return [TypeOnly(T0)];
+                    if (xs is not { } d || axes is null) return [TypeOnly(T0)];
                     var r = d.Length + axes.Length;
                     var set = axes.Select(a => Normalize(a, r)).ToHashSet();
-                    var res = new long?[r];
-                    for (int i = 0, j = 0; i < r; i++) res[i] = set.Contains(i) ? 1 : d[j++];
-                    return [new(T0, res)];
+                    var res = new SymDim[r];
+                    for (int i = 0, j = 0; i < r; i++) res[i] = set.Contains(i) ? SymDim.One : d[j++];
+                    return [Of(T0, res)];
                 }
             case "Squeeze":
                 {
                     var axes = node.GetInts("axes") ?? ConstantInts(node, 1, all);
-                    if (x?.Dims is not { } d) return [TypeOnly(T0)];
+                    if (xs is not { } d) return [TypeOnly(T0)];
                     if (axes is null)
-                        return [d.All(v => v.HasValue) ? new(T0, d.Where(v => v != 1).ToArray()) : TypeOnly(T0)];
+                        return [d.All(v => v.Value.HasValue) ? Of(T0, d.Where(v => !v.IsOne).ToArray()) : TypeOnly(T0)];
                     var set = axes.Select(a => Normalize(a, d.Length)).ToHashSet();
-                    return [new(T0, d.Where((_, i) => !set.Contains(i)).ToArray())];
+                    return [Of(T0, d.Where((_, i) => !set.Contains(i)).ToArray())];
                 }
             case "Reshape":
                 {
-                    var shape = ConstantInts(node, 1, all);
+                    // The target shape may be partly symbolic (computed from Shape nodes); such entries are sizes.
+                    var shape = value(1);
                     if (shape is null)
-                        return [new(T0, input(1)?.Dims is [long n] ? new long?[n] : null)];
-                    var d = x?.Dims;
-                    var res = new long?[shape.Length];
+                        return [input(1)?.Dims is [long n] ? UnknownDims(T0, (int)n) : TypeOnly(T0)];
+                    var allowZero = node.GetInt("allowzero", 0) != 0;
+                    var d = xs;
+                    var res = new SymDim[shape.Length];
                     for (var i = 0; i < shape.Length; i++)
-                        res[i] = shape[i] switch { 0 => d is not null && i < d.Length ? d[i] : null, -1 => null, var v => v };
-                    if (d is not null && d.All(v => v.HasValue) && res.Count(v => v is null) == 1)
+                        res[i] = shape[i].Value switch
+                        {
+                            0 when !allowZero => d is not null && i < d.Length ? d[i] : SymDim.Unknown,
+                            -1 => SymDim.Unknown,
+                            _ => shape[i],
+                        };
+                    var minus = Array.FindIndex(shape, v => v.Value == -1);
+                    if (minus >= 0 && d is not null)
                     {
-                        var total = Product(d);
-                        var known = res.Where(v => v.HasValue).Aggregate(1L, (a, b) => a * b!.Value);
-                        var idx = Array.IndexOf(res, null);
-                        if (total is { } tt && known != 0) res[idx] = tt / known;
+                        // -1 is the input size over the other output dims: static when every dim is, and the input's
+                        // symbolic dim itself when both sides share all other factors (e.g. [b, s, 12, 32] -> [b, -1, 384]).
+                        var rest = res.Where((_, i) => i != minus).ToList();
+                        var remaining = d.ToList();
+                        foreach (var r in rest.Where(r => r.Value is null).ToList())
+                        {
+                            var k = remaining.FindIndex(q => q.SameAs(r));
+                            if (k < 0) { remaining = null; break; }
+                            remaining.RemoveAt(k);
+                            rest.Remove(r);
+                        }
+                        if (remaining is not null)
+                        {
+                            var known = rest.Aggregate(1L, (a, b) => a * b.Value!.Value);
+                            var symbolic = remaining.Where(q => q.Value is null).ToList();
+                            var staticPart = remaining.Where(q => q.Value is not null).Aggregate(1L, (a, b) => a * b.Value!.Value);
+                            if (known != 0 && symbolic.Count == 0 && staticPart % known == 0) res[minus] = SymDim.Of(staticPart / known);
+                            else if (known != 0 && symbolic.Count == 1 && staticPart == known) res[minus] = symbolic[0];
+                        }
                     }
-                    return [new(T0, res)];
+                    return [Of(T0, res)];
                 }
             case "Concat":
                 {
                     var axis = node.GetInt("axis", 0);
-                    var parts = Enumerable.Range(0, node.Input.Count).Select(input).ToArray();
-                    if (parts.Any(p => p?.Dims is null))
-                        return [parts.FirstOrDefault(p => p?.Dims is not null) is { } known ? new(T0, new long?[known.Dims!.Length]) : TypeOnly(T0)];
-                    var r = parts[0]!.Dims!.Length;
+                    var parts = Enumerable.Range(0, node.Input.Count).Select(i => Sym(input(i))).ToArray();
+                    if (parts.Any(p => p is null))
+                        return [parts.FirstOrDefault(p => p is not null) is { } known ? UnknownDims(T0, known.Length) : TypeOnly(T0)];
+                    var r = parts[0]!.Length;
                     var ax = (int)Normalize(axis, r);
-                    var res = parts[0]!.Dims!.ToArray();
+                    var res = new SymDim[r];
+                    for (var i = 0; i < r; i++)
+                    {
+                        if (i == ax) continue;
+                        // All parts agree off the axis: any static size among them is the size.
+                        res[i] = parts.Select(p => p![i]).FirstOrDefault(v => v.Value is not null, parts[0]![i]);
+                    }
                     long? sum = 0;
-                    foreach (var p in parts) sum = sum is null || p!.Dims![ax] is null ? null : sum + p.Dims[ax];
-                    res[ax] = sum;
-                    return [new(T0, res)];
+                    foreach (var p in parts) sum = sum is null || p![ax].Value is null ? null : sum + p[ax].Value;
+                    res[ax] = sum is { } s ? SymDim.Of(s) : parts.Length == 1 ? parts[0]![ax] : SymDim.Unknown;
+                    return [Of(T0, res)];
                 }
             case "Expand":
                 {
-                    var shape = ConstantInts(node, 1, all);
-                    if (shape is null || x?.Dims is null) return [new(T0, input(1)?.Dims is [long n] && x?.Dims is { } xd ? new long?[Math.Max(n, xd.Length)] : null)];
-                    return [new(T0, BroadcastDims(x.Dims, shape.Select(v => (long?)v).ToArray()))];
+                    var shape = value(1);
+                    if (shape is null || xs is null)
+                        return [input(1)?.Dims is [long n] && xs is { } xd ? UnknownDims(T0, (int)Math.Max(n, xd.Length)) : TypeOnly(T0)];
+                    return [Of(T0, BroadcastDims(xs, shape))];
                 }
-            case "Slice": return [new(T0, SliceDims(node, x?.Dims, all))];
-            case "Split": return SplitDims(node, x?.Dims, all).Select(d => (TensorTypeInfo?)new(T0, d)).ToArray();
-            case "Tile" or "Pad":
-                return [new(T0, x?.Dims is { } td ? new long?[td.Length] : null)];
-            case "GatherElements": return [new(T0, input(1)?.Dims)];
+            case "Slice": return [Of(T0, SliceDims(node, xs, value))];
+            case "Split": return SplitDims(node, xs, all).Select(d => (TensorTypeInfo?)Of(T0, d)).ToArray();
+            case "Tile":
+                {
+                    if (xs is not { } td) return [TypeOnly(T0)];
+                    var reps = ConstantInts(node, 1, all);
+                    if (reps is null || reps.Length != td.Length) return [UnknownDims(T0, td.Length)];
+                    return [Of(T0, td.Select((v, i) => reps[i] == 1 ? v : v.Value is { } n ? SymDim.Of(n * reps[i]) : SymDim.Unknown).ToArray())];
+                }
+            case "Pad":
+                return [xs is { } pd ? UnknownDims(T0, pd.Length) : TypeOnly(T0)];
+            case "GatherElements": return [Of(T0, Sym(input(1)))];
             case "ScatterND" or "ScatterElements": return [Same()];
             case "OneHot": return [new(input(2)?.ElementType ?? DataType.Float, null)];
             case "GatherND" or "Resize" or "TopK" or "Einsum":
@@ -231,54 +423,67 @@ internal static class TensorTypeInference
     }
 
     // Slice-10+: starts/ends/axes/steps as inputs; dims are exact when all are constant and the sliced dims known.
-    private static long?[]? SliceDims(NodeProto node, long?[]? d, ConstantTable all)
+    private static SymDim[]? SliceDims(NodeProto node, SymDim[]? d, Func<int, SymDim[]?> value)
     {
         if (d is null) return null;
+        long[]? Ints(int i) => value(i) is { } v && v.All(e => e.Value is not null) ? v.Select(e => e.Value!.Value).ToArray() : null;
         var res = d.ToArray();
-        var starts = ConstantInts(node, 1, all);
-        var ends = ConstantInts(node, 2, all);
-        var axes = node.Input.Count > 3 && node.Input[3].Length > 0 ? ConstantInts(node, 3, all) : Enumerable.Range(0, starts?.Length ?? 0).Select(i => (long)i).ToArray();
-        var steps = node.Input.Count > 4 && node.Input[4].Length > 0 ? ConstantInts(node, 4, all) : starts?.Select(_ => 1L).ToArray();
-        if (starts is null || ends is null || axes is null || steps is null)
+        var starts = Ints(1);
+        var ends = value(2);
+        var axes = node.Input.Count > 3 && node.Input[3].Length > 0 ? Ints(3) : Enumerable.Range(0, starts?.Length ?? 0).Select(i => (long)i).ToArray();
+        var steps = node.Input.Count > 4 && node.Input[4].Length > 0 ? Ints(4) : starts?.Select(_ => 1L).ToArray();
+        if (starts is null || ends is null || axes is null || steps is null || ends.Length != starts.Length)
         {
             if (axes is not null && node.Input.Count > 3 && node.Input[3].Length > 0)
-                foreach (var a in axes) res[Normalize(a, d.Length)] = null;
+                foreach (var a in axes) res[Normalize(a, d.Length)] = SymDim.Unknown;
             else
-                return new long?[d.Length];
+                return d.Select(_ => SymDim.Unknown).ToArray();
             return res;
         }
         for (var k = 0; k < axes.Length; k++)
         {
             var ax = (int)Normalize(axes[k], d.Length);
-            if (d[ax] is not { } n || steps[k] == 0) { res[ax] = null; continue; }
-            if (n == 0) { res[ax] = 0; continue; }
-            long step = steps[k], s = starts[k], e = ends[k];
+            long step = steps[k], s = starts[k];
+            if (ends[k].Value is not { } e)
+            {
+                // x[..., :n] with n a size read from another tensor (e.g. position ids cut to the sequence length):
+                // the result has that size; a graph where n exceeded the dim would not line up downstream.
+                res[ax] = step == 1 && s == 0 ? ends[k] : SymDim.Unknown;
+                continue;
+            }
+            if (d[ax].Value is not { } n || step == 0)
+            {
+                // The whole of a symbolic dim (start 0, end past any size, step 1) keeps its symbol.
+                res[ax] = step == 1 && s == 0 && e >= int.MaxValue ? d[ax] : SymDim.Unknown;
+                continue;
+            }
+            if (n == 0) { res[ax] = SymDim.Of(0); continue; }
             s = s < 0 ? s + n : s;
             e = e < 0 ? e + n : e;
-            if (step > 0) { s = Math.Clamp(s, 0, n); e = Math.Clamp(e, 0, n); res[ax] = e > s ? (e - s + step - 1) / step : 0; }
-            else { s = Math.Clamp(s, 0, n - 1); e = Math.Clamp(e, -1, n - 1); res[ax] = s > e ? (s - e - step - 1) / -step : 0; }
+            if (step > 0) { s = Math.Clamp(s, 0, n); e = Math.Clamp(e, 0, n); res[ax] = SymDim.Of(e > s ? (e - s + step - 1) / step : 0); }
+            else { s = Math.Clamp(s, 0, n - 1); e = Math.Clamp(e, -1, n - 1); res[ax] = SymDim.Of(s > e ? (s - e - step - 1) / -step : 0); }
         }
         return res;
     }
 
-    private static long?[]?[] SplitDims(NodeProto node, long?[]? d, ConstantTable all)
+    private static SymDim[]?[] SplitDims(NodeProto node, SymDim[]? d, ConstantTable all)
     {
         var count = node.Output.Count;
-        var result = new long?[]?[count];
+        var result = new SymDim[]?[count];
         if (d is null) return result;
         var axis = (int)Normalize(node.GetInt("axis", 0), d.Length);
         var split = node.GetInts("split") ?? ConstantInts(node, 1, all);
         for (var i = 0; i < count; i++)
         {
             var r = d.ToArray();
-            if (split is not null && split.Length == count) r[axis] = split[i];
-            else if (d[axis] is { } n && split is null)
+            if (split is not null && split.Length == count) r[axis] = SymDim.Of(split[i]);
+            else if (d[axis].Value is { } n && split is null)
             {
                 // Equal parts; the last one is smaller when the size does not divide (opset 18).
                 var part = (n + count - 1) / count;
-                r[axis] = i < count - 1 ? part : n - part * (count - 1);
+                r[axis] = SymDim.Of(i < count - 1 ? part : n - part * (count - 1));
             }
-            else r[axis] = null;
+            else r[axis] = count == 1 ? d[axis] : SymDim.Unknown;
             result[i] = r;
         }
         return result;
@@ -289,29 +494,50 @@ internal static class TensorTypeInference
 
     private static long Normalize(long axis, int rank) => axis < 0 ? axis + rank : axis;
 
-    private static long? Product(IEnumerable<long?> dims)
+    // Static product; a single symbolic factor among static ones of size 1 keeps its symbol.
+    private static SymDim Product(IEnumerable<SymDim> dims)
     {
         long p = 1;
-        foreach (var d in dims) { if (d is null) return null; p *= d.Value; }
-        return p;
+        SymDim? symbolic = null;
+        foreach (var d in dims)
+        {
+            if (d.Value is { } v) { p *= v; continue; }
+            if (symbolic is not null) return SymDim.Unknown;
+            symbolic = d;
+        }
+        if (symbolic is null) return SymDim.Of(p);
+        return p == 1 ? symbolic.Value : SymDim.Unknown;
     }
 
-    private static long?[]? Broadcast(TensorTypeInfo? a, TensorTypeInfo? b) =>
-        a?.Dims is null || b?.Dims is null ? null : BroadcastDims(a.Dims, b.Dims);
-
-    internal static long?[]? BroadcastDims(long?[]? a, long?[]? b)
+    // Numpy broadcasting of every present input of a node (Where's condition included).
+    private static SymDim[]? BroadcastAll(NodeProto node, Func<int, TensorTypeInfo?> input)
     {
-        if (a is null || b is null) return null;
+        SymDim[]? dims = null;
+        for (var i = 0; i < node.Input.Count; i++)
+        {
+            if (node.Input[i].Length == 0) continue;
+            var d = Sym(input(i));
+            if (d is null) return null;
+            dims = dims is null ? d : BroadcastDims(dims, d);
+        }
+        return dims;
+    }
+
+    /// <summary>Numpy broadcasting of two shapes: a side of size 1 takes the other; equal symbols stay.</summary>
+    internal static SymDim[] BroadcastDims(SymDim[] a, SymDim[] b)
+    {
         var r = Math.Max(a.Length, b.Length);
-        var res = new long?[r];
+        var res = new SymDim[r];
         for (var i = 0; i < r; i++)
         {
-            var da = i - (r - a.Length) >= 0 ? a[i - (r - a.Length)] : 1;
-            var db = i - (r - b.Length) >= 0 ? b[i - (r - b.Length)] : 1;
-            res[i] = da == 1 ? db : db == 1 ? da : da == db ? da : (da ?? db);
-            if (da is null && db is null) res[i] = null;
-            else if (da is null && db == 1) res[i] = null;
-            else if (db is null && da == 1) res[i] = null;
+            var da = i - (r - a.Length) >= 0 ? a[i - (r - a.Length)] : SymDim.One;
+            var db = i - (r - b.Length) >= 0 ? b[i - (r - b.Length)] : SymDim.One;
+            res[i] = da.IsOne ? db
+                : db.IsOne ? da
+                : da.Value is not null ? da   // a static size other than 1 is the result (b is it or 1)
+                : db.Value is not null ? db
+                : da.SameAs(db) ? da
+                : SymDim.Unknown;
         }
         return res;
     }

@@ -25,7 +25,7 @@ internal sealed class MatMulGradient : GradientRule
         if (ctx.IsRequired(0))
         {
             da = ctx.Op("MatMul", dy2, Transpose(ctx, b2, rb2));
-            da = ctx.SumToShapeOf(da, a2, ry);
+            da = ra > 1 && rb > 1 ? ctx.SumToShapeOf(da, a2, OperandGradType(ctx, a, ry)) : ctx.SumToShapeOf(da, a2, ry);
             if (ra == 1) da = ctx.Op("Squeeze", da, ctx.Ints(0));
         }
         if (ctx.IsRequired(1))
@@ -40,11 +40,20 @@ internal sealed class MatMulGradient : GradientRule
             else
             {
                 db = ctx.Op("MatMul", Transpose(ctx, a2, ra2), dy2);
-                db = ctx.SumToShapeOf(db, b2, ry);
+                db = ra > 1 && rb > 1 ? ctx.SumToShapeOf(db, b2, OperandGradType(ctx, b, ry)) : ctx.SumToShapeOf(db, b2, ry);
             }
             if (rb == 1) db = ctx.Op("Squeeze", db, ctx.Ints(1));
         }
         return [da, db];
+    }
+
+    // Shape of an operand's gradient before the batch reduction: the output's batch dims, the operand's matrix dims.
+    private static TensorTypeInfo OperandGradType(GradientContext ctx, string operand, int rank)
+    {
+        var y = TensorTypeInference.Sym(ctx.TypeOf(ctx.Output(0)));
+        var x = TensorTypeInference.Sym(ctx.TypeOf(operand));
+        if (y is null || x is null || y.Length != rank || x.Length < 2) return new TensorTypeInfo(ctx.ElementTypeOf(operand), new long?[rank]);
+        return TensorTypeInference.Make(ctx.ElementTypeOf(operand), [.. y[..^2], x[^2], x[^1]]);
     }
 
     // [-1, last dim] as a shape tensor (static when the last dim is known).
@@ -89,7 +98,7 @@ internal sealed class GemmGradient : GradientRule
         if (ctx.HasInput(2) && ctx.IsRequired(2))
         {
             var g = beta == 1f ? dy : ctx.Op("Mul", dy, ctx.ScalarLike(beta, dy));
-            dc = ctx.SumToShapeOf(g, ctx.Input(2), 2);
+            dc = ctx.SumToShapeOf(g, ctx.Input(2), gradShapeLike: ctx.Output(0));
         }
         return [da, db, dc];
     }

@@ -50,8 +50,8 @@ internal sealed class LayerNormalizationGradient : GradientRule
             var inner = ctx.Op("Sub", ctx.Op("Sub", g, Mean(g)), ctx.Op("Mul", xhat, Mean(ctx.Op("Mul", g, xhat))));
             grads[0] = ctx.Op("Mul", rstd, inner);
         }
-        if (ctx.IsRequired(1)) grads[1] = ctx.SumToShapeOf(ctx.Op("Mul", dy, xhat), scale, rank);
-        if (ctx.HasInput(2) && ctx.IsRequired(2)) grads[2] = ctx.SumToShapeOf(dy, ctx.Input(2), rank);
+        if (ctx.IsRequired(1)) grads[1] = ctx.SumToShapeOf(ctx.Op("Mul", dy, xhat), scale, gradShapeLike: ctx.Output(0));
+        if (ctx.HasInput(2) && ctx.IsRequired(2)) grads[2] = ctx.SumToShapeOf(dy, ctx.Input(2), gradShapeLike: ctx.Output(0));
         return grads;
     }
 }
