@@ -13,15 +13,24 @@ internal sealed class TensorStore : IDisposable
     private readonly List<OrtValue> _owned = [];
     private bool _disposed;
 
-    public TensorStore(IReadOnlyList<(string Name, TensorElementType Type, long[] Shape)> parameters, IReadOnlyList<string> stateSuffixes)
+    /// <param name="parameters">Name, type and shape of each trainable parameter.</param>
+    /// <param name="stateSuffixes">Optimizer state suffixes.</param>
+    /// <param name="inPlaceUpdates">Parameters and states are updated in place (the fused CPU optimizer): one buffer
+    /// each, exposed at both parities. Gradients always ping-pong (accumulation reads one and writes the other).</param>
+    public TensorStore(IReadOnlyList<(string Name, TensorElementType Type, long[] Shape)> parameters, IReadOnlyList<string> stateSuffixes, bool inPlaceUpdates = false)
     {
+        OrtValue[] Pair(TensorElementType type, long[] shape)
+        {
+            var first = Allocate(type, shape);
+            return [first, inPlaceUpdates ? first : Allocate(type, shape)];
+        }
         try
         {
             Slots = parameters.Select(p => new ParameterSlot(
                 p.Name, p.Type, p.Shape,
+                Pair(p.Type, p.Shape),
                 [Allocate(p.Type, p.Shape), Allocate(p.Type, p.Shape)],
-                [Allocate(p.Type, p.Shape), Allocate(p.Type, p.Shape)],
-                stateSuffixes.Select(s => new StateSlot(p.Name + s, [Allocate(p.Type, p.Shape), Allocate(p.Type, p.Shape)])).ToArray()))
+                stateSuffixes.Select(s => new StateSlot(p.Name + s, Pair(p.Type, p.Shape))).ToArray()))
                 .ToArray();
         }
         catch

@@ -102,10 +102,14 @@ public sealed class TrainingSession : IDisposable
 
             var parameters = manifest.TrainableParameters.Select(p => (p.Name, ToOrt(p), p.FixedDims)).ToList();
             CheckArtifacts(parameters, trainingModel.Graph);
-            _store = new TensorStore(parameters, _stateSuffixes);
+            var fused = UseFusedOptimizer(options);
+            _store = new TensorStore(parameters, _stateSuffixes, inPlaceUpdates: fused);
             created.Add(_store);
-            _fusedOptimizer = CreateFusedOptimizer(options);
-            if (_fusedOptimizer is not null) created.Add(_fusedOptimizer);
+            if (fused)
+            {
+                _fusedOptimizer = new FusedCpuOptimizer(Manifest.Optimizer, _store.Slots, options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount);
+                created.Add(_fusedOptimizer);
+            }
             OptimizerExecution = _fusedOptimizer is null ? OptimizerExecution.Graph : OptimizerExecution.Fused;
 
             var lossName = manifest.Loss.LossOutputName;
@@ -246,8 +250,8 @@ public sealed class TrainingSession : IDisposable
             var start = Stopwatch.GetTimestamp();
             _optimizer.RunWithBinding(_runOptions, binding);
             OptimizerRunTicks += Stopwatch.GetTimestamp() - start;
+            _paramParity ^= 1; // the graph wrote the other buffers; the fused kernel updates in place
         }
-        _paramParity ^= 1;
         Step++;
         _resetPending = true;
         AccumulatedSteps = 0;
@@ -430,9 +434,9 @@ public sealed class TrainingSession : IDisposable
 
     // Bindings are built once per parity. On CPU a bound OrtValue is used in place, so later writes are seen.
     // On another device ORT copies an input at bind time, so the long-lived inputs are re-bound before each run.
-    private FusedCpuOptimizer? CreateFusedOptimizer(TrainingSessionOptions options)
+    private bool UseFusedOptimizer(TrainingSessionOptions options)
     {
-        if (options.OptimizerExecution == OptimizerExecution.Graph) return null;
+        if (options.OptimizerExecution == OptimizerExecution.Graph) return false;
         var file = Manifest.Files.OptimizerModel;
         string? problem = null;
         if (options.Device != ExecutionDevice.Cpu)
@@ -441,11 +445,10 @@ public sealed class TrainingSession : IDisposable
             problem = $"{file} has no '{OptimizerGraphBuilder.SignatureMetadataKey}' metadata (a custom optimizer graph, or artifacts from an older OnnxTune)";
         else if (signature != OptimizerGraphBuilder.Signature(Manifest.Optimizer))
             problem = $"{file} computes '{signature}' but the manifest's optimizer is '{OptimizerGraphBuilder.Signature(Manifest.Optimizer)}'";
-        if (problem is null)
-            return new FusedCpuOptimizer(Manifest.Optimizer, _store.Slots, options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount);
+        if (problem is null) return true;
         if (options.OptimizerExecution == OptimizerExecution.Fused)
             throw new InvalidArtifactsException($"OptimizerExecution.Fused cannot be used: {problem}. Use OptimizerExecution.Graph or Auto.");
-        return null;
+        return false;
     }
 
     private InferenceSession FirstTrainSession => _trainFresh ?? _train!;

@@ -10,8 +10,9 @@ namespace OnnxTune.Training.Optimizers;
 /// parameters' CPU buffers: each element's parameter, gradient and state are read once and written once, where the
 /// graph runs ~14 element-wise operators per parameter, each a full pass over memory. It performs the same float
 /// operations in the same order as the graph (scalar factors in float64, then cast), so the two agree to the last bit
-/// apart from the clip norm's summation order. Work is split by element count across a fixed set of threads created
-/// once; a step allocates nothing.
+/// apart from the clip norm's summation order. It updates in place (the graph needs ping-pong buffers because an ORT
+/// run may not read and write one buffer; a separate destination would cost a read-for-ownership of every written
+/// line). Work is split by element count across a fixed set of threads created once; a step allocates nothing.
 /// </summary>
 internal sealed unsafe class FusedCpuOptimizer : IDisposable
 {
@@ -53,7 +54,7 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
     /// <summary>Threads the update runs on (1 below <see cref="ParallelThreshold"/> elements).</summary>
     public int Threads => _partitions.Length;
 
-    /// <summary>Reads parameters/state of parity <paramref name="pp"/> and gradients of <paramref name="gp"/>; writes parity 1 - pp.</summary>
+    /// <summary>Updates parameters and state of parity <paramref name="pp"/> in place from the gradients of parity <paramref name="gp"/>.</summary>
     public void Step(int pp, int gp, float learningRate, long step)
     {
         _pp = pp;
@@ -115,7 +116,7 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
 
     private void Run(Chunk[] chunks)
     {
-        int pp = _pp, gp = _gp, next = 1 - pp;
+        int pp = _pp, gp = _gp, next = pp;
         var adam = _spec.Kind == OptimizerKind.AdamW;
         foreach (var c in chunks)
         {

@@ -140,13 +140,14 @@ public sealed class FusedCpuOptimizerTests : IDisposable
         for (var step = 1; step <= 3; step++)
         {
             var g = Enumerable.Range(0, n).Select(_ => rng.NextDouble() - 0.5).ToArray();
-            var pp = (step - 1) % 2;
             g.CopyTo(slot.Gradients[0].GetTensorMutableDataAsSpan<double>());
-            fused.Step(pp, 0, 1e-2f, step);
+            fused.Step(0, 0, 1e-2f, step);
             ReferenceOptimizers.AdamW(rp, [g], rm, rv, step, (double)1e-2f, wd: 0.1);
         }
-        var result = slot.Values[1].GetTensorDataAsSpan<double>();
-        var m = slot.States[0].Values[1].GetTensorDataAsSpan<double>();
+        // In place: parity 0 holds the result, parity 1 was never touched.
+        var result = slot.Values[0].GetTensorDataAsSpan<double>();
+        var m = slot.States[0].Values[0].GetTensorDataAsSpan<double>();
+        Assert.All(slot.Values[1].GetTensorDataAsSpan<double>().ToArray(), v => Assert.Equal(0, v));
         for (var i = 0; i < n; i += 997)
         {
             Assert.Equal(rp[0][i], result[i], 12);
