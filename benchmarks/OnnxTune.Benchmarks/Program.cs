@@ -92,15 +92,16 @@ namespace OnnxTune.Benchmarks
     /// <summary>ONNX Runtime session-option variants tried against OnnxTune's defaults (step 3 of issue 5).</summary>
     internal static class SessionVariants
     {
-        public static readonly string[] Names = ["default", "spin", "parallel", "spin-parallel", "extended", "basic", "no-mem-pattern"];
+        public static readonly string[] Names = ["default", "spin", "spin-stop", "parallel", "spin-parallel", "extended", "basic", "no-mem-pattern"];
 
         /// <summary>Applies the variant; "spin-parallel" is what TrainingSession did before issue 5 with InterOpThreads = 1.</summary>
         public static void Apply(string name, TrainingSessionOptions options)
         {
-            options.AllowSpinning = name is "spin" or "spin-parallel";
+            options.AllowSpinning = name is "spin" or "spin-parallel" or "spin-stop";
             options.ConfigureSessionOptions = name switch
             {
                 "default" or "spin" => null,
+                "spin-stop" => so => so.AddSessionConfigEntry("session.force_spinning_stop", "1"),
                 "parallel" or "spin-parallel" => so => so.ExecutionMode = ExecutionMode.ORT_PARALLEL,
                 "extended" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                 "basic" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC,
