@@ -97,11 +97,15 @@ namespace OnnxTune.Benchmarks
         /// <summary>Applies the variant; "spin-parallel" is what TrainingSession did before issue 5 with InterOpThreads = 1.</summary>
         public static void Apply(string name, TrainingSessionOptions options)
         {
-            options.AllowSpinning = name is "spin" or "spin-parallel" or "spin-stop";
+            options.Spinning = name switch
+            {
+                "spin" or "spin-parallel" => ThreadSpinning.Always,
+                "spin-stop" => ThreadSpinning.DuringRuns,
+                _ => ThreadSpinning.Never,
+            };
             options.ConfigureSessionOptions = name switch
             {
-                "default" or "spin" => null,
-                "spin-stop" => so => so.AddSessionConfigEntry("session.force_spinning_stop", "1"),
+                "default" or "spin" or "spin-stop" => null,
                 "parallel" or "spin-parallel" => so => so.ExecutionMode = ExecutionMode.ORT_PARALLEL,
                 "extended" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                 "basic" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC,

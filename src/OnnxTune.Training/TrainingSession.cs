@@ -590,10 +590,12 @@ public sealed class TrainingSession : IDisposable
     internal static ExecutionMode ExecutionModeFor(TrainingSessionOptions options) =>
         options.InterOpThreads > 1 ? ExecutionMode.ORT_PARALLEL : ExecutionMode.ORT_SEQUENTIAL;
 
-    internal static IReadOnlyList<KeyValuePair<string, string>> SessionConfigEntries(TrainingSessionOptions options) =>
-        options.AllowSpinning
-            ? []
-            : [new("session.intra_op.allow_spinning", "0"), new("session.inter_op.allow_spinning", "0")];
+    internal static IReadOnlyList<KeyValuePair<string, string>> SessionConfigEntries(TrainingSessionOptions options) => options.Spinning switch
+    {
+        ThreadSpinning.Always => [],
+        ThreadSpinning.DuringRuns => [new("session.force_spinning_stop", "1")],
+        _ => [new("session.intra_op.allow_spinning", "0"), new("session.inter_op.allow_spinning", "0")],
+    };
 
     private global::Onnx.ModelProto LoadModel(string fileName, int? seed)
     {

@@ -32,6 +32,17 @@ public enum OptimizerExecution
     Fused,
 }
 
+/// <summary>How ONNX Runtime's intra-op and inter-op pool threads wait for work (<see cref="TrainingSessionOptions.Spinning"/>).</summary>
+public enum ThreadSpinning
+{
+    /// <summary>Threads sleep when idle; every parallel operator pays a wake-up, no core is burnt while waiting.</summary>
+    Never,
+    /// <summary>Threads spin while a run is in progress and stop as soon as it returns (<c>session.force_spinning_stop</c>): fast hand-offs inside a step, nothing burnt between steps.</summary>
+    DuringRuns,
+    /// <summary>ONNX Runtime's own default: threads keep spinning for a while after each run too.</summary>
+    Always,
+}
+
 /// <summary>Options for <see cref="TrainingSession.Open"/>.</summary>
 public sealed class TrainingSessionOptions
 {
@@ -44,12 +55,13 @@ public sealed class TrainingSessionOptions
     public int InterOpThreads { get; set; }
 
     /// <summary>
-    /// Gets or sets whether ONNX Runtime's pool threads spin while waiting for work. Spinning saves a little latency
-    /// on an idle machine but burns the cores an app's own work (and serving) needs; on a busy 2-core machine it made
-    /// training steps up to 2× slower (benchmarks/README.md).
+    /// Gets or sets how ONNX Runtime's pool threads wait for work. Spinning shortens the hand-off between operators
+    /// but burns cores the app (and serving) may need: on an idle 2-core machine <see cref="ThreadSpinning.DuringRuns"/>
+    /// made W2/W3 training steps 5–8% faster than <see cref="ThreadSpinning.Never"/>; with two CPU-bound neighbours it
+    /// made them 8% slower, and always-on spinning up to 2× slower (benchmarks/README.md).
     /// </summary>
-    /// <value>The default value is false.</value>
-    public bool AllowSpinning { get; set; }
+    /// <value>The default value is <see cref="ThreadSpinning.Never"/>.</value>
+    public ThreadSpinning Spinning { get; set; } = ThreadSpinning.Never;
 
     /// <summary>Gets or sets the execution provider.</summary>
     /// <value>The default value is <see cref="ExecutionDevice.Cpu"/>.</value>

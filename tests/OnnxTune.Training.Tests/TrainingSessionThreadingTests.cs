@@ -19,12 +19,14 @@ public sealed class TrainingSessionThreadingTests : IDisposable
         Assert.Equal(expected, TrainingSession.ExecutionModeFor(new TrainingSessionOptions { InterOpThreads = interOp }));
 
     [Fact]
-    public void Pool_threads_do_not_spin_unless_allowed()
+    public void Pool_threads_do_not_spin_unless_asked()
     {
         var entries = TrainingSession.SessionConfigEntries(new TrainingSessionOptions());
         Assert.Contains(new KeyValuePair<string, string>("session.intra_op.allow_spinning", "0"), entries);
         Assert.Contains(new KeyValuePair<string, string>("session.inter_op.allow_spinning", "0"), entries);
-        Assert.Empty(TrainingSession.SessionConfigEntries(new TrainingSessionOptions { AllowSpinning = true }));
+        Assert.Equal([new KeyValuePair<string, string>("session.force_spinning_stop", "1")],
+            TrainingSession.SessionConfigEntries(new TrainingSessionOptions { Spinning = ThreadSpinning.DuringRuns }));
+        Assert.Empty(TrainingSession.SessionConfigEntries(new TrainingSessionOptions { Spinning = ThreadSpinning.Always }));
     }
 
     [Fact]
@@ -52,7 +54,7 @@ public sealed class TrainingSessionThreadingTests : IDisposable
         }
 
         var quiet = Train(new TrainingSessionOptions { IntraOpThreads = 1, InterOpThreads = 1 });
-        var spinning = Train(new TrainingSessionOptions { IntraOpThreads = 2, InterOpThreads = 2, AllowSpinning = true });
+        var spinning = Train(new TrainingSessionOptions { IntraOpThreads = 2, InterOpThreads = 2, Spinning = ThreadSpinning.DuringRuns });
         Assert.NotEqual(InitialW, quiet);
         for (var i = 0; i < quiet.Length; i++) Assert.Equal(quiet[i], spinning[i], 6);
     }
