@@ -12,6 +12,8 @@ public sealed class GraphEditor
 {
     private readonly HashSet<string> _names = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _counters = new(StringComparer.Ordinal);
+    // Graph outputs declared (AddOutput) before any node produces them: used, but one Reserve may still claim them.
+    private readonly HashSet<string> _declaredOutputs = new(StringComparer.Ordinal);
 
     /// <summary>Wraps <paramref name="graph"/>; every name already used in it is reserved.</summary>
     public GraphEditor(GraphProto graph)
@@ -43,9 +45,14 @@ public sealed class GraphEditor
         return candidate;
     }
 
-    /// <summary>Reserves an exact name; throws if it is taken.</summary>
+    /// <summary>
+    /// Reserves an exact name; throws if it is taken. A graph output declared with <see cref="AddOutput"/> before
+    /// anything produces it can be reserved once, by its producer.
+    /// </summary>
     public string Reserve(string name) =>
-        _names.Add(name) ? name : throw new OnnxTuneException($"The name '{name}' is already used in graph '{Graph.Name}'.");
+        _names.Add(name) || _declaredOutputs.Remove(name)
+            ? name
+            : throw new OnnxTuneException($"The name '{name}' is already used in graph '{Graph.Name}'.");
 
     /// <summary>True when the name is in use.</summary>
     public bool IsUsed(string name) => _names.Contains(name);
@@ -54,13 +61,23 @@ public sealed class GraphEditor
     public string Add(string opType, IEnumerable<string> inputs, string outputHint, params AttributeProto[] attributes) =>
         AddNode(opType, inputs, [UniqueName(outputHint)], attributes).Output[0];
 
-    /// <summary>Adds a node with the given (already unique) outputs.</summary>
+    /// <summary>
+    /// Adds a node with the given outputs (unique in the graph, typically from <see cref="UniqueName"/> or
+    /// <see cref="Reserve"/>); the outputs and the node's generated name are marked as used.
+    /// </summary>
     public NodeProto AddNode(string opType, IEnumerable<string> inputs, IEnumerable<string> outputs, params AttributeProto[] attributes)
     {
         var node = new NodeProto { OpType = opType };
         node.Input.AddRange(inputs);
         node.Output.AddRange(outputs);
         node.Attribute.AddRange(attributes);
+        foreach (var o in node.Output)
+        {
+            // Optional outputs left out are empty strings, which are not names.
+            if (o.Length == 0) continue;
+            _names.Add(o);
+            _declaredOutputs.Remove(o);
+        }
         node.Name = UniqueName($"{opType}_{(node.Output.Count > 0 ? node.Output[0] : "node")}");
         Graph.Node.Add(node);
         return node;
@@ -81,11 +98,25 @@ public sealed class GraphEditor
     public string ConstantInt64s(string hint, params long[] values) =>
         AddInitializer(TensorProtos.Int64(hint, values, values.Length));
 
-    /// <summary>Adds a graph input.</summary>
-    public void AddInput(ValueInfoProto input) => Graph.Input.Add(input);
+    /// <summary>Adds a graph input and marks its name as used (it may already be reserved by the caller).</summary>
+    public void AddInput(ValueInfoProto input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        _names.Add(input.Name);
+        _declaredOutputs.Remove(input.Name);
+        Graph.Input.Add(input);
+    }
 
-    /// <summary>Adds a graph output.</summary>
-    public void AddOutput(ValueInfoProto output) => Graph.Output.Add(output);
+    /// <summary>
+    /// Adds a graph output and marks its name as used. The name may already be produced or reserved; if it is
+    /// not, the node that will produce it can still claim it once with <see cref="Reserve"/>.
+    /// </summary>
+    public void AddOutput(ValueInfoProto output)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        if (_names.Add(output.Name)) _declaredOutputs.Add(output.Name);
+        Graph.Output.Add(output);
+    }
 }
 
 /// <summary>Builds <see cref="ValueInfoProto"/> with symbolic or fixed dims.</summary>

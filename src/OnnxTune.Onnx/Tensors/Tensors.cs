@@ -43,7 +43,10 @@ public static class TensorProtos
         return n;
     }
 
-    /// <summary>Reads a float, double or float16 tensor as float32 values.</summary>
+    /// <summary>
+    /// Reads a float, double, float16 or bfloat16 tensor as float32 values. 16-bit values come from raw_data
+    /// (little-endian) or from int32_data, where ONNX stores each one's bit pattern in the low 16 bits.
+    /// </summary>
     public static float[] ToFloatArray(TensorProto t)
     {
         var n = checked((int)ElementCount(t));
@@ -60,12 +63,33 @@ public static class TensorProtos
                     for (var i = 0; i < n; i++) f[i] = (float)d[i];
                     return f;
                 }
+            case DataType.Float16:
+            case DataType.Bfloat16:
+                {
+                    var bits = Bits16(t, n);
+                    var f = new float[n];
+                    for (var i = 0; i < n; i++)
+                        f[i] = type == DataType.Float16 ? (float)BitConverter.UInt16BitsToHalf(bits[i]) : BitConverter.Int32BitsToSingle(bits[i] << 16);
+                    return f;
+                }
             default:
                 throw new OnnxTuneException($"Tensor '{t.Name}' has type {type}; a floating-point tensor was expected.");
         }
     }
 
-    /// <summary>Reads a float or double tensor as float64 values.</summary>
+    private static ushort[] Bits16(TensorProto t, int n)
+    {
+        if (t.RawData.Length > 0)
+        {
+            var raw = RawSpan(t, n * 2);
+            var bits = new ushort[n];
+            for (var i = 0; i < n; i++) bits[i] = System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(raw[(2 * i)..]);
+            return bits;
+        }
+        return Check(t, t.Int32Data.Select(x => unchecked((ushort)x)).ToArray(), n);
+    }
+
+    /// <summary>Reads a float, double, float16 or bfloat16 tensor as float64 values (see <see cref="ToFloatArray"/>).</summary>
     public static double[] ToDoubleArray(TensorProto t)
     {
         var n = checked((int)ElementCount(t));
@@ -75,7 +99,7 @@ public static class TensorProtos
             case DataType.Double:
                 if (t.RawData.Length > 0) return MemoryMarshal.Cast<byte, double>(RawSpan(t, n * 8)).ToArray();
                 return Check(t, t.DoubleData.ToArray(), n);
-            case DataType.Float:
+            case DataType.Float or DataType.Float16 or DataType.Bfloat16:
                 {
                     var f = ToFloatArray(t);
                     var d = new double[n];

@@ -208,7 +208,7 @@ public sealed class GraphEditorTests
         Assert.Equal(["out", "extra_out"], g.Output.Select(v => v.Name));
     }
 
-    [Fact(Skip = "Bug: GraphEditor.AddNode does not reserve its output names, so UniqueName can hand out a name a node already produces (duplicate SSA output).")]
+    [Fact]
     public void UniqueName_never_returns_an_output_added_through_AddNode()
     {
         var editor = new GraphEditor(new GraphProto { Name = "g" });
@@ -218,7 +218,7 @@ public sealed class GraphEditorTests
         Assert.NotEqual("y", editor.UniqueName("y"));
     }
 
-    [Fact(Skip = "Bug: GraphEditor.AddInput/AddOutput do not reserve the value info's name, so UniqueName can return a graph input/output name.")]
+    [Fact]
     public void UniqueName_never_returns_an_input_added_through_AddInput()
     {
         var editor = new GraphEditor(new GraphProto { Name = "g" });
@@ -227,6 +227,98 @@ public sealed class GraphEditorTests
 
         Assert.NotEqual("x", editor.UniqueName("x"));
         Assert.NotEqual("z", editor.UniqueName("z"));
+    }
+
+    [Fact]
+    public void AddNode_marks_its_generated_node_name_as_used()
+    {
+        var editor = new GraphEditor(new GraphProto { Name = "g" });
+        var node = editor.AddNode("Relu", ["x"], ["y"]);
+
+        Assert.True(editor.IsUsed(node.Name));
+        Assert.NotEqual(node.Name, editor.UniqueName(node.Name));
+    }
+
+    [Fact]
+    public void Reserve_then_AddNode_with_that_output_does_not_throw()
+    {
+        var g = new GraphProto { Name = "g" };
+        var editor = new GraphEditor(g);
+        var y = editor.Reserve("y");
+
+        editor.AddNode("Relu", ["x"], [y]);
+
+        Assert.Equal(["y"], g.Node.Single().Output);
+        Assert.Throws<OnnxTuneException>(() => editor.Reserve("y"));
+    }
+
+    [Fact]
+    public void AddNode_output_can_no_longer_be_reserved()
+    {
+        var editor = new GraphEditor(new GraphProto { Name = "g" });
+        editor.AddNode("Relu", ["x"], ["y"]);
+
+        var e = Assert.Throws<OnnxTuneException>(() => editor.Reserve("y"));
+        Assert.Contains("'y'", e.Message);
+    }
+
+    [Fact]
+    public void AddNode_skips_empty_optional_outputs()
+    {
+        var editor = new GraphEditor(new GraphProto { Name = "g" });
+        editor.AddNode("Dropout", ["x"], ["y", ""]);
+
+        Assert.False(editor.IsUsed(""));
+    }
+
+    [Fact]
+    public void Reserve_then_AddInput_and_AddOutput_of_a_produced_name_do_not_throw()
+    {
+        var g = new GraphProto { Name = "g" };
+        var editor = new GraphEditor(g);
+        var x = editor.Reserve("x");
+        editor.AddInput(ValueInfos.Tensor(x, DataType.Float, 1L));
+        var y = editor.Add("Relu", [x], "y");
+        editor.AddOutput(ValueInfos.Tensor(y, DataType.Float, 1L));
+
+        Assert.Equal(["x"], g.Input.Select(v => v.Name));
+        Assert.Equal(["y"], g.Output.Select(v => v.Name));
+        Assert.Throws<OnnxTuneException>(() => editor.Reserve("x"));
+        Assert.Throws<OnnxTuneException>(() => editor.Reserve("y"));
+    }
+
+    [Fact]
+    public void An_output_declared_before_its_producer_can_be_reserved_once_by_the_producer()
+    {
+        var g = new GraphProto { Name = "g" };
+        var editor = new GraphEditor(g);
+        editor.AddOutput(ValueInfos.Tensor("w.out", DataType.Float, 1L));
+
+        Assert.True(editor.IsUsed("w.out"));
+        Assert.NotEqual("w.out", editor.UniqueName("w.out"));
+        Assert.Equal("w.out", editor.Reserve("w.out"));
+        editor.AddNode("Identity", ["w"], ["w.out"]);
+        Assert.Throws<OnnxTuneException>(() => editor.Reserve("w.out"));
+    }
+
+    [Fact]
+    public void A_declared_output_produced_by_AddNode_directly_can_no_longer_be_reserved()
+    {
+        var editor = new GraphEditor(new GraphProto { Name = "g" });
+        editor.AddOutput(ValueInfos.Tensor("z", DataType.Float, 1L));
+        editor.AddNode("Relu", ["x"], ["z"]);
+
+        Assert.Throws<OnnxTuneException>(() => editor.Reserve("z"));
+    }
+
+    [Fact]
+    public void Outputs_of_a_wrapped_graph_cannot_be_reserved_and_input_names_cannot_be_reserved_after_AddInput()
+    {
+        var editor = new GraphEditor(Sample());
+        editor.AddInput(ValueInfos.Tensor("new_in", DataType.Float, 1L));
+
+        Assert.Throws<OnnxTuneException>(() => editor.Reserve("out"));
+        Assert.Throws<OnnxTuneException>(() => editor.Reserve("new_in"));
     }
 
     [Fact]

@@ -162,7 +162,7 @@ public sealed class ExternalDataTests
         Assert.Contains("not loaded from a file", e.Message);
     }
 
-    [Fact(Skip = "Bug: OnnxModelReader does not confine external-data 'location' to the model folder; '../x.bin' is read from outside it (onnx and ORT reject such paths).")]
+    [Fact]
     public void Location_escaping_the_model_folder_is_rejected()
     {
         using var outer = new TempDirectory();
@@ -175,10 +175,73 @@ public sealed class ExternalDataTests
 
         var e = Assert.Throws<OnnxModelFormatException>(() => OnnxModelReader.Load(path));
 
+        Assert.Contains("'w'", e.Message);
         Assert.Contains("../secret.bin", e.Message);
+        Assert.Contains("outside", e.Message);
     }
 
-    [Fact(Skip = "Bug: OnnxModelReader does not reject an absolute external-data 'location'; any file on disk is read.")]
+    [Theory]
+    [InlineData("a/../../secret.bin")]
+    [InlineData("./../secret.bin")]
+    [InlineData("a/b/../../../secret.bin")]
+    public void Location_escaping_after_normalisation_is_rejected(string location)
+    {
+        using var outer = new TempDirectory();
+        Directory.CreateDirectory(outer.Combine("model", "a", "b"));
+        File.WriteAllBytes(outer.Combine("secret.bin"), MemoryMarshal.AsBytes<float>(W).ToArray());
+        var model = SampleModels.AddRelu();
+        SampleModels.MakeExternal(model.Graph.Initializer.Single(t => t.Name == "w"), location, 0, 12);
+        var path = outer.Combine("model", "model.onnx");
+        OnnxModelWriter.Save(model, path);
+
+        var e = Assert.Throws<OnnxModelFormatException>(() => OnnxModelReader.Load(path));
+
+        Assert.Contains("'w'", e.Message);
+        Assert.Contains(location, e.Message);
+    }
+
+    [Fact]
+    public void Location_with_dot_dot_that_stays_inside_the_folder_is_read()
+    {
+        using var dir = new TempDirectory();
+        Directory.CreateDirectory(dir.Combine("a"));
+        Directory.CreateDirectory(dir.Combine("data"));
+        File.WriteAllBytes(dir.Combine("data", "w.bin"), MemoryMarshal.AsBytes<float>(W).ToArray());
+        var path = WriteModel(dir, "a/../data/w.bin", 0, 12);
+
+        var model = OnnxModelReader.Load(path);
+
+        Assert.Equal(W, TensorProtos.ToFloatArray(model.Graph.Initializer.Single(t => t.Name == "w")));
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData(".")]
+    [InlineData("a/..")]
+    public void Location_naming_the_model_folder_itself_is_rejected(string location)
+    {
+        using var dir = new TempDirectory();
+        var path = WriteModel(dir, location, 0, 12);
+
+        var e = Assert.Throws<OnnxModelFormatException>(() => OnnxModelReader.Load(path));
+
+        Assert.Contains("'w'", e.Message);
+    }
+
+    [Fact]
+    public void Location_that_is_a_subfolder_is_reported_as_not_found()
+    {
+        using var dir = new TempDirectory();
+        Directory.CreateDirectory(dir.Combine("data"));
+        var path = WriteModel(dir, "data", 0, 12);
+
+        var e = Assert.Throws<OnnxModelFormatException>(() => OnnxModelReader.Load(path));
+
+        Assert.Contains("'w'", e.Message);
+        Assert.Contains("not found", e.Message);
+    }
+
+    [Fact]
     public void Absolute_location_is_rejected()
     {
         using var outer = new TempDirectory();
@@ -190,9 +253,26 @@ public sealed class ExternalDataTests
         var e = Assert.Throws<OnnxModelFormatException>(() => OnnxModelReader.Load(path));
 
         Assert.Contains("'w'", e.Message);
+        Assert.Contains(secret, e.Message);
+        Assert.Contains("absolute", e.Message);
     }
 
-    [Fact(Skip = "Bug: a non-numeric external-data 'offset'/'length' escapes as System.FormatException (long.Parse) instead of OnnxModelFormatException naming the tensor.")]
+    [Theory]
+    [InlineData(@"\\server\share\w.bin")]
+    [InlineData(@"C:\w.bin")]
+    [InlineData("c:w.bin")]
+    public void Windows_style_absolute_location_is_rejected_on_every_platform(string location)
+    {
+        using var dir = new TempDirectory();
+        var path = WriteModel(dir, location, 0, 12);
+
+        var e = Assert.Throws<OnnxModelFormatException>(() => OnnxModelReader.Load(path));
+
+        Assert.Contains("'w'", e.Message);
+        Assert.Contains("absolute", e.Message);
+    }
+
+    [Fact]
     public void Non_numeric_offset_is_a_format_exception_naming_the_tensor()
     {
         using var dir = new TempDirectory();
@@ -207,5 +287,56 @@ public sealed class ExternalDataTests
 
         Assert.Contains("'w'", e.Message);
         Assert.Contains("offset", e.Message);
+    }
+
+    [Theory]
+    [InlineData("offset", "1e3")]
+    [InlineData("length", "twelve")]
+    [InlineData("length", "")]
+    [InlineData("offset", "99999999999999999999999")]
+    public void Non_integer_offset_or_length_names_the_tensor_the_field_and_the_value(string field, string value)
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.Combine("weights.bin"), new byte[12]);
+        var path = WriteModel(dir, "weights.bin", 0, 12, m =>
+        {
+            var w = m.Graph.Initializer.Single(t => t.Name == "w");
+            w.ExternalData.Single(kv => kv.Key == field).Value = value;
+        });
+
+        var e = Assert.Throws<OnnxModelFormatException>(() => OnnxModelReader.Load(path));
+
+        Assert.Contains("'w'", e.Message);
+        Assert.Contains($"'{field}'", e.Message);
+        Assert.Contains($"'{value}'", e.Message);
+    }
+
+    [Fact]
+    public void Negative_length_is_rejected_instead_of_reading_to_the_end()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.Combine("weights.bin"), MemoryMarshal.AsBytes<float>(W).ToArray());
+        var path = WriteModel(dir, "weights.bin", offset: 0, length: -1);
+
+        var e = Assert.Throws<OnnxModelFormatException>(() => OnnxModelReader.Load(path));
+
+        Assert.Contains("'w'", e.Message);
+        Assert.Contains("length", e.Message);
+    }
+
+    [Theory]
+    [InlineData(long.MaxValue, 12L)]
+    [InlineData(4L, long.MaxValue)]
+    [InlineData(13L, null)]
+    public void Offset_or_length_so_large_they_would_overflow_are_past_the_end(long offset, long? length)
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.Combine("weights.bin"), new byte[12]);
+        var path = WriteModel(dir, "weights.bin", offset, length);
+
+        var e = Assert.Throws<OnnxModelFormatException>(() => OnnxModelReader.Load(path));
+
+        Assert.Contains("'w'", e.Message);
+        Assert.Contains("past the end", e.Message);
     }
 }

@@ -177,4 +177,31 @@ public sealed class OnnxModelReaderWriterTests
         Assert.Throws<ArgumentNullException>(() => OnnxModelReader.Load(null!));
         Assert.Throws<ArgumentNullException>(() => OnnxModelWriter.Save(null!, "x.onnx"));
     }
+
+    [Fact]
+    public void Loading_a_folder_throws_format_exception_naming_the_path()
+    {
+        using var dir = new TempDirectory();
+
+        var e = Assert.Throws<OnnxModelFormatException>(() => OnnxModelReader.Load(dir.Path));
+
+        Assert.Contains(dir.Path, e.Message);
+        Assert.Contains("folder", e.Message);
+    }
+
+    [Theory]
+    [InlineData(typeof(UnauthorizedAccessException))]
+    [InlineData(typeof(IOException))]
+    [InlineData(typeof(System.Security.SecurityException))]
+    public void Read_errors_become_format_exceptions_naming_the_file(Type errorType)
+    {
+        var error = (Exception)Activator.CreateInstance(errorType, "denied")!;
+
+        var e = Assert.Throws<OnnxModelFormatException>(() =>
+            OnnxModelReader.ReadFile<byte[]>("/m/model.onnx", () => throw error, "ONNX model file '/m/model.onnx'"));
+
+        Assert.Same(error, e.InnerException);
+        Assert.Contains("'/m/model.onnx'", e.Message);
+        Assert.Contains("denied", e.Message);
+    }
 }

@@ -155,7 +155,7 @@ public sealed class TensorProtosTests
         Assert.Contains("integer", e3.Message);
     }
 
-    [Fact(Skip = "Bug: TensorProtos.ToFloatArray is documented to read float16 tensors but throws OnnxTuneException ('a floating-point tensor was expected') for Float16.")]
+    [Fact]
     public void ToFloatArray_reads_float16_as_documented()
     {
         var halves = new Half[] { (Half)1.5f, (Half)(-2f) };
@@ -163,6 +163,61 @@ public sealed class TensorProtosTests
         t.Dims.Add(2);
 
         Assert.Equal([1.5f, -2f], TensorProtos.ToFloatArray(t));
+    }
+
+    [Fact]
+    public void ToFloatArray_reads_float16_raw_data_as_little_endian_bytes()
+    {
+        // 0x3E00 = 1.5, 0xC000 = -2, 0x7C00 = +inf, 0x0001 = smallest subnormal (2^-24).
+        var t = new TensorProto { Name = "h", DataType = (int)DataType.Float16, RawData = ByteString.CopyFrom(0x00, 0x3E, 0x00, 0xC0, 0x00, 0x7C, 0x01, 0x00) };
+        t.Dims.Add(4);
+
+        Assert.Equal([1.5f, -2f, float.PositiveInfinity, MathF.Pow(2, -24)], TensorProtos.ToFloatArray(t));
+    }
+
+    [Fact]
+    public void ToFloatArray_reads_float16_bit_patterns_from_int32_data()
+    {
+        var t = new TensorProto { Name = "h", DataType = (int)DataType.Float16 };
+        t.Dims.AddRange([2, 1]);
+        t.Int32Data.AddRange([0x3E00, 0xC000]);
+
+        Assert.Equal([1.5f, -2f], TensorProtos.ToFloatArray(t));
+        Assert.Equal([1.5, -2.0], TensorProtos.ToDoubleArray(t));
+    }
+
+    [Fact]
+    public void ToFloatArray_reads_bfloat16_from_raw_data_and_int32_data()
+    {
+        // bfloat16 is the upper half of a float32: 0x3FC0 = 1.5, 0xC000 = -2, 0x3F81 = 1 + 2^-7.
+        var raw = new TensorProto { Name = "b", DataType = (int)DataType.Bfloat16, RawData = ByteString.CopyFrom(0xC0, 0x3F, 0x00, 0xC0, 0x81, 0x3F) };
+        raw.Dims.Add(3);
+        var ints = new TensorProto { Name = "b", DataType = (int)DataType.Bfloat16 };
+        ints.Dims.Add(3);
+        ints.Int32Data.AddRange([0x3FC0, 0xC000, 0x3F81]);
+
+        float[] expected = [1.5f, -2f, 1f + 1f / 128];
+        Assert.Equal(expected, TensorProtos.ToFloatArray(raw));
+        Assert.Equal(expected, TensorProtos.ToFloatArray(ints));
+        Assert.Equal(expected.Select(f => (double)f), TensorProtos.ToDoubleArray(raw));
+    }
+
+    [Fact]
+    public void Float16_with_wrong_raw_size_or_value_count_names_the_tensor()
+    {
+        var raw = new TensorProto { Name = "h", DataType = (int)DataType.Float16, RawData = ByteString.CopyFrom(0x00, 0x3E, 0x00) };
+        raw.Dims.Add(2);
+        var ints = new TensorProto { Name = "h", DataType = (int)DataType.Float16 };
+        ints.Dims.Add(2);
+        ints.Int32Data.Add(0x3E00);
+
+        var e1 = Assert.Throws<OnnxModelFormatException>(() => TensorProtos.ToFloatArray(raw));
+        var e2 = Assert.Throws<OnnxModelFormatException>(() => TensorProtos.ToFloatArray(ints));
+
+        Assert.Contains("'h'", e1.Message);
+        Assert.Contains("3 bytes", e1.Message);
+        Assert.Contains("'h'", e2.Message);
+        Assert.Contains("holds 1 values", e2.Message);
     }
 
     [Theory]
