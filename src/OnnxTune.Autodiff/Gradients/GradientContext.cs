@@ -44,6 +44,24 @@ public sealed class GradientContext
     /// <summary>Forward output <paramref name="i"/>.</summary>
     public string Output(int i) => Node.Output[i];
 
+    /// <summary>
+    /// Forward output <paramref name="i"/>, adding it to the forward node when the model left that optional output out
+    /// (e.g. LayerNormalization's Mean and InvStdDev): the training graph then keeps what the forward kernel computed
+    /// anyway instead of the backward recomputing it.
+    /// </summary>
+    public string ForwardOutput(int i)
+    {
+        while (Node.Output.Count <= i) Node.Output.Add("");
+        if (Node.Output[i].Length == 0)
+        {
+            var name = _state.Editor.UniqueName((string.IsNullOrEmpty(Node.Name) ? Node.OpType : Node.Name) + "_output_" + i);
+            Node.Output[i] = name;
+            // Mark the name as taken (the editor tracks names by reservation).
+            if (!_state.Editor.IsUsed(name)) _state.Editor.Reserve(name);
+        }
+        return Node.Output[i];
+    }
+
     /// <summary>Gradient arriving at output <paramref name="i"/>, or null when nothing downstream needs it.</summary>
     public string? GradOutput(int i) => i < _gradOutputs.Length ? _gradOutputs[i] : null;
 

@@ -11,6 +11,31 @@ namespace OnnxTune.Autodiff.Transforms;
 /// </summary>
 public static class DoublePrecisionConverter
 {
+    // ONNX Runtime has no LayerNormalization kernel with a float64 stash type, so Mean/InvStdDev (which a training
+    // graph may read) stay float32 inside the node and are cast to float64 for their consumers.
+    private static void CastLayerNormStatistics(GraphProto g)
+    {
+        var casts = new List<NodeProto>();
+        foreach (var n in g.Node)
+        {
+            if (n.OpType != "LayerNormalization" || !string.IsNullOrEmpty(n.Domain)) continue;
+            var stash = n.Attribute.FirstOrDefault(a => a.Name == "stash_type")?.I ?? (long)DataType.Float;
+            if (stash != (long)DataType.Float) continue;
+            for (var i = 1; i < n.Output.Count; i++)
+            {
+                if (n.Output[i].Length == 0) continue;
+                var stashed = n.Output[i] + "_stash_f32";
+                casts.Add(new NodeProto
+                {
+                    OpType = "Cast", Name = stashed + "_to_f64", Input = { stashed }, Output = { n.Output[i] },
+                    Attribute = { new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = (long)DataType.Double } },
+                });
+                n.Output[i] = stashed;
+            }
+        }
+        g.Node.AddRange(casts);
+    }
+
     /// <summary>Returns a float64 copy of <paramref name="model"/>.</summary>
     public static ModelProto Convert(ModelProto model)
     {
@@ -23,6 +48,7 @@ public static class DoublePrecisionConverter
     private static void ConvertGraph(GraphProto g)
     {
         RewriteOpsWithoutDoubleKernels(g);
+        CastLayerNormStatistics(g);
         for (var i = 0; i < g.Initializer.Count; i++) g.Initializer[i] = ConvertTensor(g.Initializer[i]);
         foreach (var v in g.Input.Concat(g.Output).Concat(g.ValueInfo))
             if (v.Type?.TensorType is { } tt && tt.ElemType == (int)DataType.Float) tt.ElemType = (int)DataType.Double;

@@ -105,6 +105,29 @@ public class MathRuleTests
         GradientAssert.Passes(f.Output(y, "batch", 3L, 4L), OnlyW with { DimValues = new Dictionary<string, long> { ["batch"] = 2 } });
     }
 
+    [Theory]
+    [InlineData(-1, new long[] { 4 })]
+    [InlineData(1, new long[] { 3, 4 })]
+    public void LayerNormalization_in_float32_reads_the_forward_statistics(int axis, long[] paramShape)
+    {
+        // In the stash type the backward uses the forward node's Mean/InvStdDev outputs (added to the node).
+        var f = new ModelFactory(opset: 17);
+        var x = f.Input("x", DataType.Float, "batch", 3L, 4L);
+        var wx = f.Param("w_in", [3, 4], 0.5, 1.5);
+        var y = f.Node("LayerNormalization", [f.Node("Mul", [x, wx]), f.Param("w_scale", paramShape, 0.5, 1.5), f.Param("w_bias", paramShape)],
+            Attr.Int("axis", axis), Attr.Float("epsilon", 1e-3f));
+        var model = f.Output(y, "batch", 3L, 4L);
+        var options = OnlyW with { PreferDoublePrecision = false, DimValues = new Dictionary<string, long> { ["batch"] = 2 } };
+        var report = GradientAssert.Passes(model, options, requireDouble: false);
+        Assert.False(report.DoublePrecision);
+
+        var graphs = TrainingGraphBuilder.Build(model, new ParameterSelection { Trainable = ["w*"] }, new LossSpec { Kind = LossKind.Mse, OutputName = model.Graph.Output[0].Name }, gradientAccumulation: false);
+        var ln = Assert.Single(graphs.Training.Graph.Node, n => n.OpType == "LayerNormalization");
+        Assert.Equal(3, ln.Output.Count(o => o.Length > 0));
+        Assert.DoesNotContain(graphs.Training.Graph.Node, n => n.OpType is "Sqrt" or "Reciprocal");
+        Assert.Single(graphs.Eval.Graph.Node, n => n.OpType == "LayerNormalization" && n.Output.Count(o => o.Length > 0) == 1);
+    }
+
     [Fact]
     public void LayerNormalization_with_symbolic_rank_unknown_input()
     {
