@@ -29,12 +29,12 @@ internal sealed class GeluGradient : GradientRule
         {
             case "none":
                 {
-                    // y = x * Phi(x): dy/dx = Phi(x) + x * phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2, phi(x) = exp(-x^2/2) / sqrt(2 pi),
-                    // written as dx = dy * (1 + erf(x / sqrt 2) + sqrt(2/pi) * x * exp(-x^2/2)) * 0.5 with one 3-way Sum: every
-                    // op here is a full pass over the (usually large) intermediate tensor, so fewer ops is faster.
+                    // y = x * Phi(x): dy/dx = Phi(x) + x * phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2, phi(x) = exp(-x^2/2) / sqrt(2 pi).
+                    // Eleven element-wise passes; a 3-way Sum with a scalar would save one but ORT's variadic Sum
+                    // kernel is ~3.5x slower than two Adds on a [2048, 1536] tensor (W2 profile).
                     var erf = ctx.Op("Erf", Mul(x, S(1 / Math.Sqrt(2))));
                     var xExp = Mul(x, ctx.Op("Exp", Mul(Mul(x, S(-0.5)), x)));
-                    var twiceDerivative = ctx.Op("Sum", erf, Mul(xExp, S(Math.Sqrt(2 / Math.PI))), S(1));
+                    var twiceDerivative = Add(Add(erf, Mul(xExp, S(Math.Sqrt(2 / Math.PI)))), S(1));
                     return [Mul(Mul(dy, twiceDerivative), S(0.5))];
                 }
             case "tanh":
