@@ -20,12 +20,37 @@ def fmt(x, digits=2):
     return f"{x:,.{digits}f}"
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def aggregate(rs):
+    out = dict(rs[0])
+    out["rounds"] = len(rs)
+    out["round_medians"] = [r["median_ms"] for r in rs]
+    out["median_ms"] = median(r["median_ms"] for r in rs)
+    out["min_ms"] = min(r["min_ms"] for r in rs)
+    out["max_ms"] = max(r["max_ms"] for r in rs)
+    out["gflop_per_s"] = rs[0]["flops_per_step"] / (out["median_ms"] * 1e6)
+    for key in ("alloc_bytes_per_step", "peak_rss_mb"):
+        if all(r.get(key) is not None for r in rs):
+            out[key] = max(r[key] for r in rs)
+    for key in ("train_run_median_ms", "optimizer_run_median_ms", "bookkeeping_median_ms"):
+        if all(key in r for r in rs):
+            out[key] = median(r[key] for r in rs)
+    return out
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
-    train = {}
+    runs = {}
     for r in rows:
         if "median_ms" in r and "workload" in r and r.get("mode") is None:
-            train[(system_of(r), r["workload"])] = r
+            runs.setdefault((system_of(r), r["workload"]), []).append(r)
+    # Several rounds (run.sh --repeat): the median of the rounds' medians, min of mins, max of maxes.
+    train = {key: aggregate(rs) for key, rs in runs.items()}
     ceilings = {r["workload"]: r["ceiling_gflop_per_s"] for r in rows if r.get("system") == "ORT-SGEMM"}
     workloads = sorted({w for (_, w) in train})
     machine = next((r for r in rows if r.get("mode") == "machine"), None)
@@ -59,6 +84,14 @@ def main(path):
                   f"{fmt(alloc, 0) if alloc is not None else '—'} | {fmt(r.get('peak_rss_mb'), 0)} | {r['loss_first']:.6f} |")
         del ours
 
+    rounds = max((r["rounds"] for r in train.values()), default=1)
+    if rounds > 1:
+        print()
+        print(f"{rounds} rounds (systems interleaved per workload); each round's median ms/step:")
+        for w in workloads:
+            print(f"  {w}: " + "; ".join(f"{s} " + ", ".join(f"{m:.3f}" for m in train[(s, w)]["round_medians"])
+                                        for s in SYSTEMS if (s, w) in train))
+
     if ceilings:
         print()
         print("ORT SGEMM ceiling (one MatMul per main forward shape, 2 threads, best of 50–2000 runs; count-weighted GFLOP/s): "
@@ -67,7 +100,7 @@ def main(path):
     breakdown = [train[("OnnxTune", w)] for w in workloads if ("OnnxTune", w) in train]
     if breakdown:
         print()
-        print("OnnxTune step breakdown (medians, ms): | workload | step | training graph run | optimizer graph run | "
+        print("OnnxTune step breakdown (medians over steps and rounds, ms): | workload | step | training graph run | optimizer run (fused kernel) | "
               "binding + bookkeeping |")
         for r in breakdown:
             print(f"| {r['workload']} | {r['median_ms']:.3f} | {r['train_run_median_ms']:.3f} | "

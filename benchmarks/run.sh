@@ -3,7 +3,9 @@
 # other (never concurrently; per workload: OnnxTune, TorchSharp, PyTorch) plus the ONNX Runtime SGEMM ceiling, and
 # prints one table. All three start from the same initial weights and batch (TorchSharp --dump-init).
 #
-# usage: benchmarks/run.sh [--workloads W1,W2,W3] [--steps N] [--warmup N] [--serving] [--memory] [--all] [--out DIR]
+# usage: benchmarks/run.sh [--workloads W1,W2,W3] [--repeat N] [--steps N] [--warmup N] [--serving] [--memory] [--all] [--out DIR]
+#   --repeat N        N rounds of (per workload: OnnxTune, TorchSharp, PyTorch), default 3; the table reports the median
+#                     of the rounds' medians, so a noisy minute on a shared machine does not decide a ratio
 #   --steps/--warmup  override the spec (smoke runs only)
 #   --serving         also run OnnxTune.Benchmarks.Serving (p50/p99 idle, under training, across swaps)
 #   --memory          also run 1000 small rounds (OnnxTune.Benchmarks --memory-rounds 1000)
@@ -13,16 +15,17 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-workloads=W1,W2,W3 serving=0 memory=0 out="" extra=()
+workloads=W1,W2,W3 serving=0 memory=0 out="" extra=() repeat=3
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --workloads) workloads="$2"; shift 2 ;;
+    --repeat) repeat="$2"; shift 2 ;;
     --steps|--warmup) extra+=("$1" "$2"); shift 2 ;;
     --serving) serving=1; shift ;;
     --memory) memory=1; shift ;;
     --all) serving=1; memory=1; shift ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -52,12 +55,15 @@ echo "== SGEMM ceiling through ONNX Runtime" >&2
 load sgemm
 "$onnxtune" --sgemm --workloads "$workloads" | tee -a "$results" >&2
 
-for w in ${workloads//,/ }; do
-  echo "== $w" >&2
-  load "$w"
-  "$onnxtune" --workloads "$w" --init "$out/init" "${extra[@]}" | tee -a "$results" >&2
-  "$torchsharp" --workloads "$w" "${extra[@]}" | tee -a "$results" >&2
-  "$here/pytorch/run.sh" --workloads "$w" --init "$out/init" "${extra[@]}" | tee -a "$results" >&2
+[[ "$repeat" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --repeat expects a positive integer" >&2; exit 2; }
+for round in $(seq 1 "$repeat"); do
+  for w in ${workloads//,/ }; do
+    echo "== $w (round $round of $repeat)" >&2
+    load "$w"
+    "$onnxtune" --workloads "$w" --init "$out/init" "${extra[@]}" | tee -a "$results" >&2
+    "$torchsharp" --workloads "$w" "${extra[@]}" | tee -a "$results" >&2
+    "$here/pytorch/run.sh" --workloads "$w" --init "$out/init" "${extra[@]}" | tee -a "$results" >&2
+  done
 done
 load end
 
