@@ -26,6 +26,7 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
     private readonly SemaphoreSlim[] _start;
     private readonly SemaphoreSlim[] _done;
     private volatile bool _stopping;
+    private volatile Exception? _workerFailure;
     private int _pp, _gp;
     private Scalars<float> _f;
     private Scalars<double> _d;
@@ -77,8 +78,19 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
             _d = new(_spec.WeightDecay, _spec.Momentum, 1 - _spec.Dampening, lr, 0, 0, 0, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
         }
         for (var w = 0; w < _workers.Length; w++) _start[w].Release();
-        Run(_partitions[0]);
-        for (var w = 0; w < _workers.Length; w++) _done[w].Wait();
+        try
+        {
+            Run(_partitions[0]);
+        }
+        finally
+        {
+            for (var w = 0; w < _workers.Length; w++) _done[w].Wait();
+        }
+        if (_workerFailure is { } failure)
+        {
+            _workerFailure = null;
+            throw new InvalidOperationException("The fused optimizer's worker thread failed; the parameters of this step may be partly updated.", failure);
+        }
     }
 
     public void Dispose()
@@ -96,8 +108,18 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
         {
             _start[w].Wait();
             if (_stopping) return;
-            Run(_partitions[w + 1]);
-            _done[w].Release();
+            try
+            {
+                Run(_partitions[w + 1]);
+            }
+            catch (Exception e)
+            {
+                _workerFailure = e;
+            }
+            finally
+            {
+                _done[w].Release();
+            }
         }
     }
 
