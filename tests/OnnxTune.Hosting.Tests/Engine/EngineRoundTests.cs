@@ -28,12 +28,12 @@ public sealed class EngineRoundTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private Task<Harness> StartAsync(double replayRatio = 1.0, int epochs = 5) => Harness.StartAsync(_dir, round: null, o =>
+    private Task<Harness> StartAsync(double replayRatio = 1.0, int epochs = 5, int batchSize = 16) => Harness.StartAsync(_dir, round: null, o =>
     {
         o.ReplayRatio = replayRatio;
         o.LearningRate = 0.01;
         o.EpochsPerRound = epochs;
-        o.BatchSize = 16;
+        o.BatchSize = batchSize;
         o.MinHeldOutImprovement = 0;
         o.GoldenSetPath = _golden;
     });
@@ -125,7 +125,9 @@ public sealed class EngineRoundTests : IDisposable
     [Fact]
     public async Task Stopping_the_host_mid_round_cancels_training_and_keeps_nothing()
     {
-        var h = await StartAsync(epochs: 1000);
+        // 1000 epochs of single-example steps (~140k steps): seconds of work even on a fast machine, so the stop
+        // below lands mid-round (with batch 16 the whole round once finished in ~150 ms, before the stop).
+        var h = await StartAsync(epochs: 1000, batchSize: 1);
         try
         {
             await WriteAsync(h, Clusters.Sample(160, seed: 1));
@@ -137,7 +139,7 @@ public sealed class EngineRoundTests : IDisposable
                 h.Time.Advance(TimeSpan.FromSeconds(1));
                 await Task.Delay(20);
             }
-            await Task.Delay(100); // inside the epochs now (1000 epochs take far longer than this)
+            await Task.Delay(100); // inside the epochs now
             var stop = System.Diagnostics.Stopwatch.StartNew();
             await h.Host.StopAsync();
             _output.WriteLine($"host stopped {stop.ElapsedMilliseconds} ms after the stop request, mid-round");
