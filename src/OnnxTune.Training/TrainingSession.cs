@@ -40,7 +40,7 @@ public sealed class TrainingSession : IDisposable
     private readonly RunOptions _runOptions = new();
     // The artifacts' training graph (accumulating) is opened when a step first accumulates, unless no fresh variant exists.
     private InferenceSession? _train;
-    private readonly byte[] _trainModelBytes;
+    private readonly int? _seed;
     private readonly InferenceSession? _trainFresh;
     private readonly InferenceSession _eval;
     private readonly InferenceSession _optimizer;
@@ -81,8 +81,8 @@ public sealed class TrainingSession : IDisposable
         {
             _sessionOptions = CreateSessionOptions(options);
             created.Add(_sessionOptions);
+            _seed = options.Seed;
             var trainingModel = LoadModel(manifest.Files.TrainingModel, options.Seed);
-            _trainModelBytes = OnnxModelWriter.ToBytes(trainingModel);
             var fresh = FreshGradientGraph.TryCreate(trainingModel, manifest.TrainableParameters.Select(p => p.Name).ToArray(),
                 LazyResetGradInput, GradBufferSuffix, GradOutputSuffix);
             if (fresh is not null)
@@ -92,7 +92,7 @@ public sealed class TrainingSession : IDisposable
             }
             else
             {
-                _train = CreateSession(manifest.Files.TrainingModel, _trainModelBytes);
+                _train = CreateSession(manifest.Files.TrainingModel, OnnxModelWriter.ToBytes(trainingModel));
                 created.Add(_train);
             }
             _eval = CreateSession(manifest.Files.EvalModel, options.Seed);
@@ -455,16 +455,8 @@ public sealed class TrainingSession : IDisposable
 
     private InferenceSession AccumulatingSession()
     {
-        if (_train is not null) return _train;
-        try
-        {
-            _train = new InferenceSession(_trainModelBytes, _sessionOptions);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            throw new InvalidArtifactsException($"ONNX Runtime cannot load {Path.Combine(_directory, Manifest.Files.TrainingModel)}: {e.Message}", e);
-        }
-        return _train;
+        // Read again rather than kept in memory: a training graph holds its frozen weights (tens of MB for a transformer).
+        return _train ??= CreateSession(Manifest.Files.TrainingModel, OnnxModelWriter.ToBytes(LoadModel(Manifest.Files.TrainingModel, _seed)));
     }
 
     private OrtIoBinding FreshBinding(int pp, int gp)
