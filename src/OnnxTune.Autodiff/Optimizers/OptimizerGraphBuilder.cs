@@ -97,7 +97,10 @@ public static class OptimizerGraphBuilder
             var outputs = new List<string> { p.Name + OutputSuffix };
             outputs.AddRange(block.StateSuffixes.Select(s => p.Name + s + OutputSuffix));
             foreach (var o in outputs)
+            {
+                editor.Reserve(o); // the update's last node writes it (OptimizerGraphContext.Op with this name)
                 editor.AddOutput(ValueInfos.Tensor(o, type, shape));
+            }
             values.Add(new OptimizerParameterValues(p.Name, type, p.Name, p.Name + GradientSuffix, names.Skip(2).ToArray(), outputs));
         }
 

@@ -31,7 +31,8 @@ internal sealed class OptimizerGraphContext
     /// <summary>Adds one node; <paramref name="output"/> names its output exactly, otherwise a unique name is made.</summary>
     public string Op(string opType, string[] inputs, string? output = null, params AttributeProto[] attributes)
     {
-        var name = output is null ? Editor.UniqueName(opType.ToLowerInvariant()) : Editor.Reserve(output);
+        // A named output is a graph output the builder reserved when it declared it.
+        var name = output ?? Editor.UniqueName(opType.ToLowerInvariant());
         Editor.AddNode(opType, inputs, [name], attributes);
         return name;
     }

@@ -12,8 +12,6 @@ public sealed class GraphEditor
 {
     private readonly HashSet<string> _names = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _counters = new(StringComparer.Ordinal);
-    // Graph outputs declared (AddOutput) before any node produces them: used, but one Reserve may still claim them.
-    private readonly HashSet<string> _declaredOutputs = new(StringComparer.Ordinal);
 
     /// <summary>Wraps <paramref name="graph"/>; every name already used in it is reserved.</summary>
     public GraphEditor(GraphProto graph)
@@ -45,14 +43,9 @@ public sealed class GraphEditor
         return candidate;
     }
 
-    /// <summary>
-    /// Reserves an exact name; throws if it is taken. A graph output declared with <see cref="AddOutput"/> before
-    /// anything produces it can be reserved once, by its producer.
-    /// </summary>
+    /// <summary>Reserves an exact name; throws if it is taken.</summary>
     public string Reserve(string name) =>
-        _names.Add(name) || _declaredOutputs.Remove(name)
-            ? name
-            : throw new OnnxTuneException($"The name '{name}' is already used in graph '{Graph.Name}'.");
+        _names.Add(name) ? name : throw new OnnxTuneException($"The name '{name}' is already used in graph '{Graph.Name}'.");
 
     /// <summary>True when the name is in use.</summary>
     public bool IsUsed(string name) => _names.Contains(name);
@@ -74,9 +67,7 @@ public sealed class GraphEditor
         foreach (var o in node.Output)
         {
             // Optional outputs left out are empty strings, which are not names.
-            if (o.Length == 0) continue;
-            _names.Add(o);
-            _declaredOutputs.Remove(o);
+            if (o.Length > 0) _names.Add(o);
         }
         node.Name = UniqueName($"{opType}_{(node.Output.Count > 0 ? node.Output[0] : "node")}");
         Graph.Node.Add(node);
@@ -103,18 +94,14 @@ public sealed class GraphEditor
     {
         ArgumentNullException.ThrowIfNull(input);
         _names.Add(input.Name);
-        _declaredOutputs.Remove(input.Name);
         Graph.Input.Add(input);
     }
 
-    /// <summary>
-    /// Adds a graph output and marks its name as used. The name may already be produced or reserved; if it is
-    /// not, the node that will produce it can still claim it once with <see cref="Reserve"/>.
-    /// </summary>
+    /// <summary>Adds a graph output and marks its name as used (it may already be produced or reserved by the caller).</summary>
     public void AddOutput(ValueInfoProto output)
     {
         ArgumentNullException.ThrowIfNull(output);
-        if (_names.Add(output.Name)) _declaredOutputs.Add(output.Name);
+        _names.Add(output.Name);
         Graph.Output.Add(output);
     }
 }
