@@ -128,7 +128,7 @@ public sealed class OnDeviceFineTuningOptions
     [Range(0.0, 100.0)]
     public double ReplayRatio { get; set; } = DefaultReplayRatio;
 
-    /// <summary>Gets or sets the share of feedback held out for validation (decided per record id).</summary>
+    /// <summary>Gets or sets the share of feedback held out for validation (decided per input: the same text or tensors always land on the same side).</summary>
     /// <value>The default value is 0.1.</value>
     [Range(0.0, 0.9)]
     public double HeldOutShare { get; set; } = DefaultHeldOutShare;

@@ -58,12 +58,35 @@ public sealed class FeedbackWriterTests : IDisposable
     }
 
     [Fact]
+    public async Task The_same_input_always_lands_on_the_same_side_whatever_its_label()
+    {
+        // Held-out membership follows the input, so a retried or re-labelled input never trains and validates at once.
+        var w = Writer(["weather", "music", "alarm"]);
+        var sides = new List<bool>();
+        for (var i = 0; i < 60; i++)
+        {
+            var first = await w.WriteAsync(Feedback.ForTensors(X(i, 1, 2, 3), "music"));
+            var again = await w.WriteAsync(Feedback.ForTensors(X(i, 1, 2, 3), "alarm", "another-user"));
+            Assert.NotEqual(first.Id, again.Id);
+            Assert.Equal(first.HeldOut, again.HeldOut);
+            sides.Add(first.HeldOut);
+        }
+        // Different inputs still split at about the configured share (0.1): some held out, most not.
+        Assert.InRange(sides.Count(h => h), 1, 20);
+        var text1 = await w.WriteAsync(Feedback.ForText("wake me at 7", 2));
+        var text2 = await w.WriteAsync(Feedback.ForText("wake me at 7", 0));
+        Assert.Equal(text1.HeldOut, text2.HeldOut);
+        Assert.NotEqual(HeldOutAssignment.InputKey("wake me at 7", null), HeldOutAssignment.InputKey("wake me at 8", null));
+        Assert.NotEqual(HeldOutAssignment.InputKey(null, X(1, 2, 3, 4)), HeldOutAssignment.InputKey(null, X(1, 2, 3, 5)));
+    }
+
+    [Fact]
     public async Task Valid_records_are_stored_with_resolved_labels_and_a_stable_held_out_flag()
     {
         var w = Writer(["weather", "music", "alarm"]);
         var r1 = await w.WriteAsync(Feedback.ForTensors(X(1, 2, 3, 4), "music", "u") with { Metadata = new Dictionary<string, string> { ["k"] = "v" }, Weight = 2 });
         var r2 = await w.WriteAsync(Feedback.ForText("wake me at 7", 2));
-        Assert.Equal(HeldOutAssignment.IsHeldOut(r1.Id, 0.1), r1.HeldOut);
+        Assert.Equal(HeldOutAssignment.IsHeldOut(HeldOutAssignment.InputKey(null, X(1, 2, 3, 4)), 0.1), r1.HeldOut);
         var all = (await _store.GetTrainingSinceAsync(0, 10)).Concat(await _store.GetHeldOutAsync(10)).OrderBy(r => r.Sequence).ToList();
         Assert.Equal([r1.Id, r2.Id], all.Select(r => r.Id));
         Assert.Equal((1L, "music"), (all[0].LabelIndex, all[0].LabelName));

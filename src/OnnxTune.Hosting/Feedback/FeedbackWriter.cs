@@ -8,16 +8,50 @@ using OnnxTune.Hosting.Diagnostics;
 
 namespace OnnxTune.Hosting.Internal;
 
-/// <summary>Held-out membership from the record id alone, so it never changes and needs no stored random state.</summary>
+/// <summary>
+/// Held-out membership from the record's input alone (its text, or its tensors' names, shapes and values): it never
+/// changes, needs no stored random state, and the same input sent twice (a retry, or a correction of a correction)
+/// always lands on the same side, so validation never scores an input the candidate trained on.
+/// </summary>
 internal static class HeldOutAssignment
 {
-    public static bool IsHeldOut(string recordId, double share)
+    public static bool IsHeldOut(string key, double share)
     {
         if (share <= 0) return false;
         Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(Encoding.UTF8.GetBytes(recordId), hash);
+        SHA256.HashData(Encoding.UTF8.GetBytes(key), hash);
         var u = BinaryPrimitives.ReadUInt64LittleEndian(hash);
         return u / 18446744073709551616.0 < share;
+    }
+
+    /// <summary>A key identifying a record's input (not its label).</summary>
+    public static string InputKey(string? text, IReadOnlyDictionary<string, TensorData>? tensors)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        if (text is not null)
+        {
+            sha.AppendData("text\0"u8);
+            sha.AppendData(Encoding.UTF8.GetBytes(text));
+        }
+        if (tensors is not null)
+        {
+            Span<byte> number = stackalloc byte[8];
+            foreach (var (name, t) in tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            {
+                sha.AppendData("\0tensor\0"u8);
+                sha.AppendData(Encoding.UTF8.GetBytes(name));
+                BinaryPrimitives.WriteInt64LittleEndian(number, (long)t.ElementType);
+                sha.AppendData(number);
+                foreach (var d in t.Shape)
+                {
+                    BinaryPrimitives.WriteInt64LittleEndian(number, d);
+                    sha.AppendData(number);
+                }
+                if (t.FloatData is { } f) sha.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(f.AsSpan()));
+                if (t.Int64Data is { } l) sha.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(l.AsSpan()));
+            }
+        }
+        return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 }
 
@@ -128,7 +162,7 @@ internal sealed class FeedbackSchema
             Weight = feedback.Weight,
             UserId = feedback.UserId,
             Metadata = feedback.Metadata,
-            HeldOut = HeldOutAssignment.IsHeldOut(id, heldOutShare),
+            HeldOut = HeldOutAssignment.IsHeldOut(HeldOutAssignment.InputKey(feedback.Text, feedback.Tensors), heldOutShare),
         };
     }
 
