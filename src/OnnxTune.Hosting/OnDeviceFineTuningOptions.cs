@@ -19,12 +19,15 @@ public sealed class OnDeviceFineTuningOptions
     public const string DefaultSectionName = "OnDeviceFineTuning";
 
     private const int DefaultMinNewFeedback = 32;
-    private const int DefaultEpochsPerRound = 1;
+    private const int DefaultEpochsPerRound = 2;
+    private const double DefaultEncoderLearningRateScale = 0.1;
+    private const double DefaultWarmupFraction = 0.1;
+    private const double DefaultBaseReplayShare = 0.5;
     private const int DefaultBatchSize = 16;
     private const double DefaultLearningRate = 1e-3;
     private const int DefaultTrainingThreads = 1;
     private const double DefaultGoldenTolerance = 0.01;
-    private const double DefaultReplayRatio = 1.0;
+    private const double DefaultReplayRatio = 2.0;
     private const double DefaultHeldOutShare = 0.1;
     private const int DefaultKeepVersions = 5;
     private const int DefaultMaxTextLength = 2048;
@@ -33,6 +36,43 @@ public sealed class OnDeviceFineTuningOptions
     /// <value>There is no default; the value is required.</value>
     [Required]
     public string ArtifactsPath { get; set; } = "";
+
+    /// <summary>
+    /// Gets or sets a model trained offline to serve and fine-tune from, instead of the artifacts' initial weights: the
+    /// folder <c>onnxtune train --out</c> writes (<c>model.onnx</c>, <c>checkpoint/</c> and, for text data,
+    /// <c>replay.jsonl</c>). At start the model's trainable weights are checked against the checkpoint.
+    /// </summary>
+    /// <value>The default value is <see langword="null"/>: the artifacts' own inference model and checkpoint are the base.</value>
+    public string? TrainedModelPath { get; set; }
+
+    /// <summary>
+    /// Gets or sets the base model's own training data (JSON lines in the golden-set format: <c>text</c> or
+    /// <c>tensors</c>, and <c>label</c>), mixed into every round's replay sample so that known classes are not forgotten.
+    /// </summary>
+    /// <value>The default value is <see langword="null"/>: <c>replay.jsonl</c> in <see cref="TrainedModelPath"/> or in <see cref="ArtifactsPath"/>, if present.</value>
+    public string? ReplaySetPath { get; set; }
+
+    /// <summary>Gets or sets the share of each round's replay sample drawn (class-balanced) from the replay set; the rest comes from earlier feedback.</summary>
+    /// <value>The default value is 0.5 (all of it while there is no earlier feedback, none without a replay set).</value>
+    [Range(0.0, 1.0)]
+    public double BaseReplayShare { get; set; } = DefaultBaseReplayShare;
+
+    /// <summary>
+    /// Gets or sets the learning-rate factor of trainable parameters outside <see cref="HeadParameters"/> (encoder layers):
+    /// a new head learns at <see cref="LearningRate"/>, the pretrained layers under it move more slowly and forget less.
+    /// </summary>
+    /// <value>The default value is 0.1.</value>
+    [Range(0.0, 1.0)]
+    public double EncoderLearningRateScale { get; set; } = DefaultEncoderLearningRateScale;
+
+    /// <summary>Gets or sets globs (<c>*</c>, <c>?</c>) of the head's parameters, which train at the full learning rate.</summary>
+    /// <value>The default value is <c>["head.*"]</c> (the names <c>onnxtune artifacts --head</c> gives); a model with no match trains every parameter at the full rate.</value>
+    public IList<string> HeadParameters { get; set; } = ["head.*"];
+
+    /// <summary>Gets or sets the share of a round's steps over which the learning rate rises linearly from 0 (warm-up).</summary>
+    /// <value>The default value is 0.1.</value>
+    [Range(0.0, 1.0)]
+    public double WarmupFraction { get; set; } = DefaultWarmupFraction;
 
     /// <summary>Gets or sets the folder holding model versions, the feedback database and round scratch space.</summary>
     /// <value>There is no default; the value is required.</value>
@@ -76,7 +116,7 @@ public sealed class OnDeviceFineTuningOptions
     public TimeSpan IdleWindow { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Gets or sets the passes over the round's data.</summary>
-    /// <value>The default value is 1.</value>
+    /// <value>The default value is 2.</value>
     [Range(1, 1000)]
     public int EpochsPerRound { get; set; } = DefaultEpochsPerRound;
 
@@ -124,7 +164,7 @@ public sealed class OnDeviceFineTuningOptions
     public double MinHeldOutImprovement { get; set; }
 
     /// <summary>Gets or sets the replay sample size as a multiple of the new feedback count (against forgetting).</summary>
-    /// <value>The default value is 1.</value>
+    /// <value>The default value is 2.</value>
     [Range(0.0, 100.0)]
     public double ReplayRatio { get; set; } = DefaultReplayRatio;
 

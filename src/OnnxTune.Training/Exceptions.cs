@@ -38,3 +38,10 @@ public sealed class ExecutionProviderUnavailableException : OnnxTuneException
     /// <summary>Creates the exception.</summary>
     public ExecutionProviderUnavailableException(string message, Exception? inner = null) : base(message, inner) { }
 }
+
+/// <summary>Session options that cannot work together with these artifacts or this device (the message says which).</summary>
+public sealed class TrainingOptionsException : OnnxTuneException
+{
+    /// <summary>Creates the exception.</summary>
+    public TrainingOptionsException(string message) : base(message) { }
+}

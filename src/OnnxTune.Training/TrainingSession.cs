@@ -107,10 +107,14 @@ public sealed class TrainingSession : IDisposable
             created.Add(_store);
             if (fused)
             {
-                _fusedOptimizer = new FusedCpuOptimizer(Manifest.Optimizer, _store.Slots, options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount);
+                _fusedOptimizer = new FusedCpuOptimizer(Manifest.Optimizer, _store.Slots, options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount,
+                    LearningRateScaling.Resolve(options.LearningRateScales, _store.Slots.Select(s => s.Name).ToList()));
                 created.Add(_fusedOptimizer);
             }
             OptimizerExecution = _fusedOptimizer is null ? OptimizerExecution.Graph : OptimizerExecution.Fused;
+            if (_fusedOptimizer is null && LearningRateScaling.Resolve(options.LearningRateScales, _store.Slots.Select(s => s.Name).ToList()) is not null)
+                throw new TrainingOptionsException(
+                    "TrainingSessionOptions.LearningRateScales sets per-parameter learning rates, which only the fused CPU optimizer applies; this session runs the optimizer graph (one learning rate). Use OptimizerExecution.Auto or Fused on the CPU, or leave LearningRateScales null.");
 
             var lossName = manifest.Loss.LossOutputName;
             _lossType = FirstTrainSession.OutputMetadata[lossName].ElementDataType;

@@ -89,6 +89,16 @@ public sealed class TrainingSessionOptions
     /// <value>The default value is null (ONNX Runtime's own random seeding).</value>
     public int? Seed { get; set; }
 
+    /// <summary>
+    /// Gets or sets per-parameter factors on the learning rate, like PyTorch parameter groups: each trainable
+    /// parameter whose name matches a key (a name, or a glob with <c>*</c> and <c>?</c>; the longest matching pattern
+    /// wins) is updated with <c>LearningRate × factor</c>. A typical use is a small factor on encoder layers and 1 on a
+    /// new head. Needs the fused CPU optimizer (<see cref="OptimizerExecution.Auto"/> on the CPU); the optimizer graph
+    /// takes one learning rate.
+    /// </summary>
+    /// <value>The default value is null: one learning rate for all parameters.</value>
+    public IReadOnlyDictionary<string, double>? LearningRateScales { get; set; }
+
     /// <summary>Re-binds long-lived inputs before every run (always on for non-CPU devices; settable for tests).</summary>
     internal bool RebindInputsEachRun { get; set; }
 

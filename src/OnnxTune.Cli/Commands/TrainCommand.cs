@@ -5,11 +5,12 @@ using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Cli.Text;
 using OnnxTune.Training;
 using OnnxTune.Training.Data;
+using OnnxTune.Training.Trained;
 
 namespace OnnxTune.Cli.Commands;
 
 /// <summary>Settings of one <c>onnxtune train</c> run.</summary>
-internal sealed record TrainSettings(string Artifacts, string Data, string Out, int Epochs = 1, int BatchSize = 1, double? LearningRate = null, int? Seed = null, bool Shuffle = true);
+internal sealed record TrainSettings(string Artifacts, string Data, string Out, int Epochs = 1, int BatchSize = 1, double? LearningRate = null, int? Seed = null, bool Shuffle = true, int ReplayPerClass = TrainCommand.DefaultReplayPerClass);
 
 /// <summary>Outcome of a training run (what the command prints, for tests and callers).</summary>
 internal sealed record TrainResult(IReadOnlyList<double> EpochMeanLosses, IReadOnlyList<float> StepLosses, long Steps, TimeSpan TrainingTime, string ModelPath, string CheckpointPath);
@@ -17,6 +18,9 @@ internal sealed record TrainResult(IReadOnlyList<double> EpochMeanLosses, IReadO
 /// <summary><c>onnxtune train</c>: one optimizer step per batch over a safetensors data file.</summary>
 internal static class TrainCommand
 {
+    /// <summary>Default of <c>--replay-per-class</c>.</summary>
+    public const int DefaultReplayPerClass = 50;
+
     public static Command Create(CliContext context)
     {
         var artifacts = new Argument<string>("artifacts-dir") { Description = "Artifacts folder written by 'onnxtune artifacts'." };
@@ -27,14 +31,15 @@ internal static class TrainCommand
         var lr = new Option<double?>("--lr") { Description = "Learning rate (default: the one in the artifacts' checkpoint).", HelpName = "x" };
         var seed = new Option<int?>("--seed") { Description = "Seed of the shuffling and of random ops such as Dropout (default 0).", HelpName = "n" };
         var noShuffle = new Option<bool>("--no-shuffle") { Description = "Take batches in file order, keeping the last partial batch (DataLoader shuffle=False)." };
+        var replay = new Option<int>("--replay-per-class") { Description = $"Text data: examples per label written to replay.jsonl, the replay set hosting rehearses against forgetting (0: none).", DefaultValueFactory = _ => DefaultReplayPerClass, HelpName = "n" };
         var command = new Command("train", "Train over an artifacts folder; writes the exported model and a checkpoint.")
         {
-            artifacts, data, output, epochs, batch, lr, seed, noShuffle,
+            artifacts, data, output, epochs, batch, lr, seed, noShuffle, replay,
         };
         command.SetAction(r => OnnxTuneCli.Guard(context, () =>
         {
             Run(context, new TrainSettings(r.GetValue(artifacts)!, r.GetValue(data)!, r.GetValue(output)!,
-                r.GetValue(epochs), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), !r.GetValue(noShuffle)));
+                r.GetValue(epochs), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), !r.GetValue(noShuffle), r.GetValue(replay)));
             return 0;
         }));
         return command;
@@ -43,6 +48,7 @@ internal static class TrainCommand
     public static TrainResult Run(CliContext context, TrainSettings s)
     {
         if (s.Epochs < 1) throw new CliArgumentException($"--epochs must be at least 1 (got {s.Epochs}).");
+        if (s.ReplayPerClass < 0) throw new CliArgumentException($"--replay-per-class must be 0 or more (got {s.ReplayPerClass}).");
         if (s.BatchSize < 1) throw new CliArgumentException($"--batch-size must be at least 1 (got {s.BatchSize}).");
         if (s.LearningRate is { } l && !(double.IsFinite(l) && l >= 0)) throw new CliArgumentException($"--lr must be a finite value >= 0 (got {l}).");
         var artifactsDir = context.FullPath(s.Artifacts);
@@ -107,13 +113,21 @@ internal static class TrainCommand
             w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {epoch}/{s.Epochs}: mean batch loss {mean:F6} ({b} steps)"));
         }
 
-        var checkpoint = Path.Combine(outDir, "checkpoint");
-        var model = Path.Combine(outDir, "model.onnx");
-        Directory.CreateDirectory(outDir);
-        session.SaveCheckpoint(checkpoint, new Dictionary<string, string> { [ArtifactsCommand.ArtifactsProperty] = artifactsDir });
-        session.ExportInferenceModel(model);
+        var checkpoint = Path.Combine(outDir, TrainedModelFolder.CheckpointFolderName);
+        var model = Path.Combine(outDir, TrainedModelFolder.ModelFileName);
+        TrainedModelFolder.Save(session, outDir, new Dictionary<string, string> { [ArtifactsCommand.ArtifactsProperty] = artifactsDir });
+        var replayPath = Path.Combine(outDir, TrainedModelFolder.ReplaySetFileName);
+        if (TextDataFile.IsTextData(dataPath) && s.ReplayPerClass > 0)
+        {
+            var labelled = TextDataFile.Read(dataPath).Where(e => e.Label is not null).Select(e => (e.Text, e.Label!));
+            var written = TrainedModelFolder.WriteTextReplaySet(replayPath, labelled, s.ReplayPerClass, seed);
+            w.WriteLine($"replay set: {written} examples (up to {s.ReplayPerClass} per label) in {replayPath}");
+        }
+        else if (File.Exists(replayPath))
+            File.Delete(replayPath); // a stale set from an earlier run would not match this model's data
         var perStep = clock.Elapsed.TotalMilliseconds / Math.Max(1, stepLosses.Count);
         w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{stepLosses.Count} steps in {clock.Elapsed.TotalSeconds:F2} s ({perStep:F2} ms/step); wrote {model} and {checkpoint}"));
+        w.WriteLine($"serve it as the hosted base: AddOnDeviceFineTuning(o => {{ o.ArtifactsPath = \"{artifactsDir}\"; o.TrainedModelPath = \"{outDir}\"; ... }})");
         return new TrainResult(epochLosses, stepLosses, session.Step, clock.Elapsed, model, checkpoint);
     }
 }

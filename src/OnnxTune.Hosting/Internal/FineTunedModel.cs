@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Hosting.Diagnostics;
+using OnnxTune.Training.Trained;
 
 namespace OnnxTune.Hosting.Internal;
 
@@ -15,6 +16,8 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
     private readonly InferenceSessionFactory _sessionFactory;
     private volatile LastRoundStatus? _lastRound;
     private volatile string? _loadError;
+    private readonly Lazy<IReadOnlyList<FeedbackRecord>> _replaySet;
+    private bool _trainedBaseVerified;
 
     public FineTunedModel(
         string name,
@@ -40,6 +43,7 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         Handle = new ModelHandle(name, Sessions, EnsureServing, timeProvider);
         Writer = new FeedbackWriter(name, Schema, store, options.HeldOutShare, timeProvider, metrics, logger);
         metrics.RegisterServing(name, () => Sessions.Current?.Version?.Version);
+        _replaySet = CreateReplaySet();
     }
 
     public string Name { get; }
@@ -58,8 +62,47 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
     public LastRoundStatus? LastRound { get => _lastRound; set => _lastRound = value; }
     public string? LoadError => _loadError;
 
-    public string BaseModelPath => Path.Combine(Options.ArtifactsPath, Manifest.Files.InferenceModel);
-    public string BaseCheckpointPath => Path.Combine(Options.ArtifactsPath, Manifest.Files.Checkpoint);
+    /// <summary>The model served before any promotion: the trained folder's model, or the artifacts' inference model.</summary>
+    public string BaseModelPath => Options.TrainedModelPath is { Length: > 0 } trained
+        ? Path.Combine(trained, TrainedModelFolder.ModelFileName)
+        : Path.Combine(Options.ArtifactsPath, Manifest.Files.InferenceModel);
+
+    /// <summary>The checkpoint rounds start from before any promotion.</summary>
+    public string BaseCheckpointPath => Options.TrainedModelPath is { Length: > 0 } trained
+        ? Path.Combine(trained, TrainedModelFolder.CheckpointFolderName)
+        : Path.Combine(Options.ArtifactsPath, Manifest.Files.Checkpoint);
+
+    /// <summary>The replay set file (the base model's own training data), or null when there is none.</summary>
+    public string? ReplaySetPath =>
+        Options.ReplaySetPath is { Length: > 0 } path ? path
+        : new[] { Options.TrainedModelPath, Options.ArtifactsPath }
+            .Where(d => d is { Length: > 0 })
+            .Select(d => Path.Combine(d!, TrainedModelFolder.ReplaySetFileName))
+            .FirstOrDefault(File.Exists);
+
+    /// <summary>The replay set's records (validated like feedback; never held out), read once.</summary>
+    public IReadOnlyList<FeedbackRecord> ReplaySet => _replaySet.Value;
+
+    private Lazy<IReadOnlyList<FeedbackRecord>> CreateReplaySet() => new(() =>
+    {
+        if (ReplaySetPath is not { } path) return [];
+        var list = new List<FeedbackRecord>();
+        var i = 0;
+        foreach (var f in FeedbackJson.ReadGoldenSet(path))
+        {
+            i++;
+            try { list.Add(Schema.ToRecord(f, $"replay-{i}", TimeProvider.GetUtcNow(), 0)); }
+            catch (FeedbackValidationException e) { throw new OnnxTuneException($"Replay set '{path}' record {i}: {e.Message}", e); }
+        }
+        return list;
+    }, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    private void VerifyTrainedBase()
+    {
+        if (_trainedBaseVerified || Options.TrainedModelPath is not { Length: > 0 } trained) return;
+        TrainedModelFolder.Verify(trained, Manifest);
+        _trainedBaseVerified = true;
+    }
 
     /// <summary>Loads the last promoted version (or the base model) if nothing is serving yet.</summary>
     public void EnsureServing()
@@ -73,6 +116,7 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
                 Log.CurrentVersionMissing(Logger, Name, BaseModelPath);
             try
             {
+                VerifyTrainedBase();
                 var entry = Prepare(current, current?.ModelPath ?? BaseModelPath, out var elapsed);
                 Publish(entry, elapsed);
                 _loadError = null;

@@ -3,6 +3,7 @@ using System.Globalization;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using OnnxTune.Hosting.Diagnostics;
+using OnnxTune.Hosting.Training;
 
 namespace OnnxTune.Hosting.Internal;
 
@@ -104,7 +105,11 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             var fresh = await store.GetTrainingSinceAsync(watermark, upTo, ct).ConfigureAwait(false);
             if (fresh.Count == 0) return null;
             var replayCount = (int)Math.Ceiling(fresh.Count * o.ReplayRatio);
-            var replay = await store.GetReplaySampleAsync(watermark, replayCount, unchecked((int)round), ct).ConfigureAwait(false);
+            var (fromSet, fromStore) = ReplaySampler.Split(replayCount, _model.ReplaySet.Count, o.BaseReplayShare);
+            var storeReplay = await store.GetReplaySampleAsync(watermark, fromStore, unchecked((int)round), ct).ConfigureAwait(false);
+            // Early rounds have little earlier feedback: the replay set makes up the difference.
+            fromSet += fromStore - storeReplay.Count;
+            IReadOnlyList<FeedbackRecord> replay = [.. storeReplay, .. ReplaySampler.ClassBalanced(_model.ReplaySet, fromSet, unchecked((int)round))];
             await store.SetStateAsync(RoundKey, round.ToString(CultureInfo.InvariantCulture), ct).ConfigureAwait(false);
             Log.RoundStarted(_logger, _model.Name, round, fresh.Count, replay.Count);
 
@@ -116,7 +121,12 @@ internal sealed class FineTuningBackgroundService : BackgroundService
 
             var result = await _engine.RunAsync(new FineTuningRoundInput(
                 _model.Name, round, o.ArtifactsPath, _model.Manifest, servingModel, servingCheckpoint, fresh, replay,
-                o.EpochsPerRound, o.BatchSize, o.LearningRate, o.TrainingThreads, work), ct).ConfigureAwait(false);
+                o.EpochsPerRound, o.BatchSize, o.LearningRate, o.TrainingThreads, work)
+            {
+                EncoderLearningRateScale = o.EncoderLearningRateScale,
+                HeadParameters = [.. o.HeadParameters],
+                WarmupFraction = o.WarmupFraction,
+            }, ct).ConfigureAwait(false);
             _model.Metrics.TrainLoss(_model.Name, result.TrainLoss);
 
             decision = await GateAsync(round, serving?.Version?.Version, servingModel, result, upTo, ct).ConfigureAwait(false);

@@ -39,7 +39,17 @@ internal sealed record FineTuningRoundInput(
     int BatchSize,
     double LearningRate,
     int ThreadBudget,
-    string WorkingDirectory);
+    string WorkingDirectory)
+{
+    /// <summary>Learning-rate factor of trainable parameters outside <see cref="HeadParameters"/>.</summary>
+    public double EncoderLearningRateScale { get; init; } = 1.0;
+
+    /// <summary>Globs of the head's parameters (full learning rate).</summary>
+    public IReadOnlyList<string> HeadParameters { get; init; } = [];
+
+    /// <summary>Share of the round's steps with a linear learning-rate warm-up.</summary>
+    public double WarmupFraction { get; init; }
+}
 
 /// <summary>Outputs of one round, all inside the working directory.</summary>
 /// <param name="CandidateModelPath">The candidate inference model (trained weights).</param>

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Options;
 using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Training.Trained;
 
 namespace OnnxTune.Hosting.Internal;
 
@@ -49,6 +50,16 @@ internal sealed class OnDeviceFineTuningOptionsValidator : IValidateOptions<OnDe
         }
         if (options.GoldenSetPath is { Length: > 0 } golden && !File.Exists(golden))
             builder.AddError($"{prefix}:GoldenSetPath: the file '{golden}' does not exist.");
+
+        if (options.ReplaySetPath is { Length: > 0 } replay && !File.Exists(replay))
+            builder.AddError($"{prefix}:ReplaySetPath: the file '{replay}' does not exist.");
+        if (options.TrainedModelPath is { Length: > 0 } trained)
+        {
+            if (!File.Exists(Path.Combine(trained, TrainedModelFolder.ModelFileName)) || !Directory.Exists(Path.Combine(trained, TrainedModelFolder.CheckpointFolderName)))
+                builder.AddError($"{prefix}:TrainedModelPath: '{trained}' must hold {TrainedModelFolder.ModelFileName} and {TrainedModelFolder.CheckpointFolderName}/ (what 'onnxtune train --out' writes).");
+        }
+        if (options.HeadParameters is null || options.HeadParameters.Any(string.IsNullOrWhiteSpace))
+            builder.AddError($"{prefix}:HeadParameters must be a list of non-empty globs.");
 
         if (options.ArtifactsPath.Length > 0)
         {

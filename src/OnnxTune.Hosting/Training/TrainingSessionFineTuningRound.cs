@@ -56,6 +56,7 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
             InterOpThreads = 1,
             CheckpointDirectory = checkpoint,
             Seed = unchecked((int)input.Round),
+            LearningRateScales = EncoderScales(manifest, input),
         });
         if (checkpoint is null) LoadServingWeights(session, input);
         session.Schedule = null;
@@ -67,6 +68,9 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
         var rng = new Random(unchecked((int)input.Round));
         var order = Enumerable.Range(0, examples.Count).ToArray();
         var buffers = new BatchBuffers();
+        var totalSteps = (long)input.Epochs * examples.GroupBy(e => e.Signature, StringComparer.Ordinal).Sum(g => (g.Count() + batchSize - 1) / batchSize);
+        var warmupSteps = (long)Math.Ceiling(totalSteps * input.WarmupFraction);
+        long roundStep = 0;
         double lastEpochLoss = double.NaN;
         for (var epoch = 1; epoch <= input.Epochs; epoch++)
         {
@@ -86,7 +90,10 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
                 if (!float.IsFinite(loss))
                     throw new OnnxTuneException(
                         $"Model '{input.ModelName}': round {input.Round} training loss became {loss} at epoch {epoch}, step {session.Step - startStep + 1} (learning rate {input.LearningRate}).");
+                // Linear warm-up from the serving weights: the first updates of a round are the ones that disturb most.
+                session.LearningRate = roundStep < warmupSteps ? input.LearningRate * (roundStep + 1) / (warmupSteps + 1) : input.LearningRate;
                 session.OptimizerStep();
+                roundStep++;
                 lossSum += (double)loss * members.Length;
                 count += members.Length;
             }
@@ -135,6 +142,19 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
             examples.Add(new Example(tensors, record.LabelIndex, signature.ToString()));
         }
         return examples;
+    }
+
+    /// <summary>The encoder's factor for every trainable parameter outside the head (null when all train at one rate).</summary>
+    private static Dictionary<string, double>? EncoderScales(ArtifactManifest manifest, FineTuningRoundInput input)
+    {
+        if (input.EncoderLearningRateScale == 1.0 || input.HeadParameters.Count == 0) return null;
+        var head = input.HeadParameters.Select(g => new System.Text.RegularExpressions.Regex(
+            "^" + System.Text.RegularExpressions.Regex.Escape(g).Replace("\\*", ".*", StringComparison.Ordinal).Replace("\\?", ".", StringComparison.Ordinal) + "$")).ToList();
+        var names = manifest.TrainableParameters.Select(p => p.Name).ToList();
+        var encoder = names.Where(n => !head.Any(r => r.IsMatch(n))).ToList();
+        // Without a recognisable head (or without anything else) there are no groups to tell apart.
+        if (encoder.Count == 0 || encoder.Count == names.Count) return null;
+        return encoder.ToDictionary(n => n, _ => input.EncoderLearningRateScale, StringComparer.Ordinal);
     }
 
     /// <summary>A fixed leading dim on any data input caps the batch (usually 1); symbolic dims do not.</summary>

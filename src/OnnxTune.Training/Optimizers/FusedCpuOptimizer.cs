@@ -28,14 +28,26 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
     private volatile bool _stopping;
     private volatile Exception? _workerFailure;
     private int _pp, _gp;
-    private Scalars<float> _f;
-    private Scalars<double> _d;
+    private readonly double[] _groupScales;
+    private readonly int[] _slotGroup;
+    private readonly Scalars<float>[] _f;
+    private readonly Scalars<double>[] _d;
     private bool _firstStep;
 
-    public FusedCpuOptimizer(OptimizerSpec spec, IReadOnlyList<ParameterSlot> slots, int threads)
+    /// <param name="spec">The optimizer settings.</param>
+    /// <param name="slots">The parameters, gradients and states.</param>
+    /// <param name="threads">Threads to split the update over.</param>
+    /// <param name="learningRateScales">Per-slot factor on the learning rate (PyTorch parameter groups); null: 1 for all.</param>
+    public FusedCpuOptimizer(OptimizerSpec spec, IReadOnlyList<ParameterSlot> slots, int threads, IReadOnlyList<double>? learningRateScales = null)
     {
         _spec = spec;
         _slots = slots.Select(s => new SlotPointers(s)).ToArray();
+        if (learningRateScales is not null && learningRateScales.Count != slots.Count)
+            throw new ArgumentException($"{learningRateScales.Count} learning-rate scales for {slots.Count} parameters.", nameof(learningRateScales));
+        _groupScales = (learningRateScales ?? []).Append(1.0).Distinct().ToArray();
+        _slotGroup = Enumerable.Range(0, slots.Count).Select(i => Array.IndexOf(_groupScales, learningRateScales?[i] ?? 1.0)).ToArray();
+        _f = new Scalars<float>[_groupScales.Length];
+        _d = new Scalars<double>[_groupScales.Length];
         var total = _slots.Sum(s => s.Length);
         var parts = total >= ParallelThreshold ? Math.Clamp(threads, 1, 8) : 1;
         _partitions = Partition(_slots, parts, total);
@@ -62,20 +74,25 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
         _gp = gp;
         _firstStep = step == 1;
         var clip = _spec.MaxGradNorm is { } maxNorm ? ClipCoefficient(maxNorm, gp) : (float?)null;
-        double lr = learningRate;
-        if (_spec.Kind == OptimizerKind.AdamW)
+        for (var group = 0; group < _groupScales.Length; group++)
         {
-            var decay = 1.0 - lr * _spec.WeightDecay;
-            var stepSize = lr / (1.0 - Math.Pow(_spec.Beta1, step));
-            var bc2Sqrt = Math.Sqrt(1.0 - Math.Pow(_spec.Beta2, step));
-            _f = new((float)decay, (float)(1 - _spec.Beta1), (float)_spec.Beta2, (float)(1 - _spec.Beta2), (float)stepSize, (float)bc2Sqrt, (float)_spec.Epsilon, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
-            _d = new(decay, 1 - _spec.Beta1, _spec.Beta2, 1 - _spec.Beta2, stepSize, bc2Sqrt, _spec.Epsilon, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
-        }
-        else
-        {
-            // SGD reuses the fields: A = weight decay, B = momentum, C = 1 - dampening, D = learning rate.
-            _f = new((float)_spec.WeightDecay, (float)_spec.Momentum, (float)(1 - _spec.Dampening), learningRate, 0, 0, 0, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
-            _d = new(_spec.WeightDecay, _spec.Momentum, 1 - _spec.Dampening, lr, 0, 0, 0, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
+            // A scale of 1 keeps the learning rate's float value, so unscaled updates stay bit-identical to the graph's.
+            var lrFloat = _groupScales[group] == 1.0 ? learningRate : (float)(learningRate * _groupScales[group]);
+            double lr = lrFloat;
+            if (_spec.Kind == OptimizerKind.AdamW)
+            {
+                var decay = 1.0 - lr * _spec.WeightDecay;
+                var stepSize = lr / (1.0 - Math.Pow(_spec.Beta1, step));
+                var bc2Sqrt = Math.Sqrt(1.0 - Math.Pow(_spec.Beta2, step));
+                _f[group] = new((float)decay, (float)(1 - _spec.Beta1), (float)_spec.Beta2, (float)(1 - _spec.Beta2), (float)stepSize, (float)bc2Sqrt, (float)_spec.Epsilon, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
+                _d[group] = new(decay, 1 - _spec.Beta1, _spec.Beta2, 1 - _spec.Beta2, stepSize, bc2Sqrt, _spec.Epsilon, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
+            }
+            else
+            {
+                // SGD reuses the fields: A = weight decay, B = momentum, C = 1 - dampening, D = learning rate.
+                _f[group] = new((float)_spec.WeightDecay, (float)_spec.Momentum, (float)(1 - _spec.Dampening), lrFloat, 0, 0, 0, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
+                _d[group] = new(_spec.WeightDecay, _spec.Momentum, 1 - _spec.Dampening, lr, 0, 0, 0, clip ?? 1f, clip is not null, _spec.WeightDecay != 0);
+            }
         }
         for (var w = 0; w < _workers.Length; w++) _start[w].Release();
         try
@@ -143,25 +160,26 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
         foreach (var c in chunks)
         {
             var s = _slots[c.Slot];
+            var group = _slotGroup[c.Slot];
             if (s.IsDouble)
             {
                 var size = sizeof(double) * c.Start;
                 if (adam)
                     AdamW((double*)(s.Values[pp] + size), (double*)(s.Gradients[gp] + size), (double*)(s.State0[pp] + size), (double*)(s.State1[pp] + size),
-                        (double*)(s.Values[next] + size), (double*)(s.State0[next] + size), (double*)(s.State1[next] + size), c.Length, _d);
+                        (double*)(s.Values[next] + size), (double*)(s.State0[next] + size), (double*)(s.State1[next] + size), c.Length, _d[group]);
                 else
                     Sgd((double*)(s.Values[pp] + size), (double*)(s.Gradients[gp] + size), s.HasState ? (double*)(s.State0[pp] + size) : null,
-                        (double*)(s.Values[next] + size), s.HasState ? (double*)(s.State0[next] + size) : null, c.Length, _d);
+                        (double*)(s.Values[next] + size), s.HasState ? (double*)(s.State0[next] + size) : null, c.Length, _d[group]);
             }
             else
             {
                 var size = sizeof(float) * c.Start;
                 if (adam)
                     AdamW((float*)(s.Values[pp] + size), (float*)(s.Gradients[gp] + size), (float*)(s.State0[pp] + size), (float*)(s.State1[pp] + size),
-                        (float*)(s.Values[next] + size), (float*)(s.State0[next] + size), (float*)(s.State1[next] + size), c.Length, _f);
+                        (float*)(s.Values[next] + size), (float*)(s.State0[next] + size), (float*)(s.State1[next] + size), c.Length, _f[group]);
                 else
                     Sgd((float*)(s.Values[pp] + size), (float*)(s.Gradients[gp] + size), s.HasState ? (float*)(s.State0[pp] + size) : null,
-                        (float*)(s.Values[next] + size), s.HasState ? (float*)(s.State0[next] + size) : null, c.Length, _f);
+                        (float*)(s.Values[next] + size), s.HasState ? (float*)(s.State0[next] + size) : null, c.Length, _f[group]);
             }
         }
     }
