@@ -23,7 +23,9 @@ internal sealed class BatchSchema
         _graph = graph;
     }
 
-    private sealed record InputSpec(string Name, TensorElementType Type, int[] Dims, string[] Symbols, bool IsLabel);
+    private sealed record InputSpec(string Name, TensorElementType Type, int[] Dims, string[] Symbols, bool IsLabel, bool IsWeight = false);
+
+    private float[] _ones = [];
 
     public static BatchSchema Create(ArtifactManifest manifest, InferenceSession session, string graph)
     {
@@ -39,6 +41,8 @@ internal sealed class BatchSchema
             specs.Add(new InputSpec(l, meta.ElementDataType, meta.Dimensions, meta.SymbolicDimensions, true));
             label = l;
         }
+        if (manifest.Loss.SampleWeightName is { } w && session.InputMetadata.TryGetValue(w, out var wm))
+            specs.Add(new InputSpec(w, wm.ElementDataType, wm.Dimensions, wm.SymbolicDimensions, false, IsWeight: true));
         long? classes = null;
         if (manifest.Loss.Kind == LossKind.CrossEntropy
             && manifest.Outputs.FirstOrDefault(o => o.Name == manifest.Loss.OutputName) is { Shape.Count: > 0 } output
@@ -58,6 +62,8 @@ internal sealed class BatchSchema
             BatchTensor? t;
             if (spec.IsLabel)
                 t = batch.Labels ?? batch.Inputs.GetValueOrDefault(spec.Name);
+            else if (spec.IsWeight)
+                t = batch.SampleWeights ?? batch.Inputs.GetValueOrDefault(spec.Name) ?? Ones(spec, batch.Labels);
             else
                 batch.Inputs.TryGetValue(spec.Name, out t);
             if (t is null)
@@ -82,6 +88,15 @@ internal sealed class BatchSchema
             throw;
         }
         return values;
+    }
+
+    // Without weights every example counts once: a reused buffer of ones in the labels' shape.
+    private BatchTensor? Ones(InputSpec spec, BatchTensor? labels)
+    {
+        if (labels is null) return null;
+        var n = (int)labels.Length;
+        if (_ones.Length < n) { _ones = new float[n]; Array.Fill(_ones, 1f); }
+        return BatchTensor.Create(_ones.AsMemory(0, n), labels.Shape);
     }
 
     private void Check(InputSpec spec, BatchTensor t, Dictionary<string, (long Value, string Input)> symbols)
@@ -119,6 +134,8 @@ internal sealed class BatchSchema
                 for (var i = 0; i < data.Length; i++)
                     if (!float.IsFinite(data[i]))
                         throw new BatchValidationException(name, $"Batch input '{name}' holds {data[i]} at flat index {i}; inputs must be finite.");
+            if (spec.IsWeight && data.Length > 0 && TensorPrimitives.Min(data) < 0)
+                throw new BatchValidationException(name, $"Sample weights '{name}' hold a negative value ({TensorPrimitives.Min(data)}); weights must be >= 0.");
         }
         if (spec.IsLabel && _classCount is { } classes && t.ElementType == TensorElementType.Int64 && t.Length > 0)
         {

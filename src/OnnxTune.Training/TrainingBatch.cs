@@ -32,6 +32,15 @@ public sealed class TrainingBatch
     /// <summary>Sets class-index labels (cross-entropy).</summary>
     public TrainingBatch WithLabels(Memory<long> data, params long[] shape) { Labels = BatchTensor.Create(data, shape); return this; }
 
+    /// <summary>The per-example weights (null: all 1).</summary>
+    public BatchTensor? SampleWeights { get; private set; }
+
+    /// <summary>
+    /// Sets per-example loss weights (the labels' shape) for artifacts built with a sample-weight input
+    /// (<c>LossSpec.SampleWeightName</c>): the loss becomes <c>Σ wᵢ·lᵢ / Σ wᵢ</c>. Weights must be finite and ≥ 0.
+    /// </summary>
+    public TrainingBatch WithSampleWeights(Memory<float> data, params long[] shape) { SampleWeights = BatchTensor.Create(data, shape); return this; }
+
     private TrainingBatch Put(string name, BatchTensor t)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);

@@ -672,13 +672,14 @@ public sealed class TrainingSession : IDisposable
 
         var known = new HashSet<string>(m.Inputs.Select(i => i.Name), StringComparer.Ordinal) { LazyResetGradInput };
         if (m.Loss.Kind != LossKind.None && m.Loss.LabelName is { } label) known.Add(label);
+        if (m.Loss.SampleWeightName is { } weights) known.Add(weights);
         foreach (var p in parameters) { known.Add(p.Name); known.Add(p.Name + GradBufferSuffix); }
         foreach (var name in trainInputs)
             if (!known.Contains(name))
-                throw new InvalidArtifactsException($"{trainFile} has input '{name}', which the manifest neither lists as a data input, the label, nor a trainable parameter.");
+                throw new InvalidArtifactsException($"{trainFile} has input '{name}', which the manifest lists neither as a data input, the label, the sample weights nor a trainable parameter.");
         foreach (var name in _eval.InputNames)
             if (!known.Contains(name))
-                throw new InvalidArtifactsException($"{m.Files.EvalModel} has input '{name}', which the manifest neither lists as a data input, the label, nor a trainable parameter.");
+                throw new InvalidArtifactsException($"{m.Files.EvalModel} has input '{name}', which the manifest lists neither as a data input, the label, the sample weights nor a trainable parameter.");
     }
 
     private static void RequireInput(InferenceSession s, string file, string name, TensorElementType type, long[] shape)

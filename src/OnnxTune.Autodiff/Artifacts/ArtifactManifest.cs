@@ -143,6 +143,13 @@ public sealed record LossSpec
 
     /// <summary>Name of the scalar loss output in the training and eval graphs.</summary>
     public string LossOutputName { get; init; } = "loss";
+
+    /// <summary>
+    /// Cross-entropy: name of an optional per-example weight input (float, the labels' shape). The loss is then the
+    /// weighted mean <c>Σ wᵢ·lᵢ / Σ wᵢ</c> over non-ignored targets (PyTorch: <c>(F.cross_entropy(x, y, reduction='none') * w).sum() / w.sum()</c>);
+    /// a batch without weights trains with all weights 1, which is the plain mean.
+    /// </summary>
+    public string? SampleWeightName { get; init; }
 }
 
 /// <summary>Optimizer kinds.</summary>

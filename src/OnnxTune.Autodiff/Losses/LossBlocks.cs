@@ -1,6 +1,7 @@
 using Onnx;
 using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Onnx.Graph;
+using OnnxTune.Onnx.Tensors;
 using DataType = Onnx.TensorProto.Types.DataType;
 
 namespace OnnxTune.Autodiff.Losses;
@@ -52,6 +53,8 @@ public static class LossBlocks
                     else if (dims is null)
                         throw new OnnxTuneException($"Cross-entropy needs the rank of output '{y}' (its shape is not declared in the model).");
                     var logProb = editor.UniqueName(y + "_log_prob");
+                    if (spec.SampleWeightName is { } weightName)
+                        return WeightedCrossEntropy(editor, spec, scores, label, weightName, elem, labelDims!, lossName, logProb);
                     var attrs = new List<AttributeProto> { Attr.String("reduction", "mean") };
                     if (spec.IgnoreIndex is { } ii) attrs.Add(Attr.Int("ignore_index", ii));
                     editor.AddNode("SoftmaxCrossEntropyLoss", [scores, label], [lossName, logProb], [.. attrs]);
@@ -80,6 +83,33 @@ public static class LossBlocks
             default:
                 throw new OnnxTuneException($"Unknown loss kind {spec.Kind}.");
         }
+    }
+
+    // Σ w·l / Σ w over the targets that count (ignore_index positions have l = 0 and are left out of Σ w).
+    private static string WeightedCrossEntropy(GraphEditor editor, LossSpec spec, string scores, string label, string weightName, DataType elem,
+        object?[] labelDims, string lossName, string logProb)
+    {
+        if (editor.IsUsed(weightName))
+            throw new OnnxTuneException($"The sample-weight input name '{weightName}' is already used in the model; pick another.");
+        editor.Reserve(weightName);
+        editor.AddInput(ValueInfos.Tensor(weightName, elem, labelDims));
+        var attrs = new List<AttributeProto> { Attr.String("reduction", "none") };
+        if (spec.IgnoreIndex is { } ii) attrs.Add(Attr.Int("ignore_index", ii));
+        var perTarget = editor.UniqueName(scores + "_per_target_loss");
+        editor.AddNode("SoftmaxCrossEntropyLoss", [scores, label], [perTarget, logProb], [.. attrs]);
+        var weights = weightName;
+        if (spec.IgnoreIndex is { } ignore)
+        {
+            var ignoreValue = editor.AddInitializer(TensorProtos.Int64(label + "_ignore_index", [ignore]));
+            var counted = editor.Add("Not", [editor.Add("Equal", [label, ignoreValue], label + "_ignored")], label + "_counted");
+            weights = editor.Add("Mul", [weightName, editor.Add("Cast", [counted], label + "_counted_float", Attr.Int("to", (long)elem))], weightName + "_counted");
+        }
+        var sum = editor.Add("ReduceSum", [editor.Add("Mul", [perTarget, weights], perTarget + "_weighted")], perTarget + "_weighted_sum", Attr.Int("keepdims", 0));
+        var total = editor.Add("ReduceSum", [weights], weightName + "_sum", Attr.Int("keepdims", 0));
+        // All weights 0 gives loss 0 (and zero gradients) instead of PyTorch's 0/0.
+        var tiny = editor.AddInitializer(elem == DataType.Double ? TensorProtos.Double(weightName + "_tiny", [1e-300]) : TensorProtos.Float(weightName + "_tiny", [1e-30f]));
+        editor.AddNode("Div", [sum, editor.Add("Max", [total, tiny], weightName + "_sum_clamped")], [lossName]);
+        return lossName;
     }
 
     private static object? DimObject(TensorShapeProto.Types.Dimension d) =>

@@ -67,7 +67,7 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
 
         var rng = new Random(unchecked((int)input.Round));
         var order = Enumerable.Range(0, examples.Count).ToArray();
-        var buffers = new BatchBuffers();
+        var buffers = new BatchBuffers(manifest.Loss.SampleWeightName is not null);
         var totalSteps = (long)input.Epochs * examples.GroupBy(e => e.Signature, StringComparer.Ordinal).Sum(g => (g.Count() + batchSize - 1) / batchSize);
         var warmupSteps = (long)Math.Ceiling(totalSteps * input.WarmupFraction);
         long roundStep = 0;
@@ -122,7 +122,7 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
         foreach (var record in input.NewFeedback.Concat(input.ReplaySample))
         {
             if (!seen.Add(record.Id)) continue;
-            // The artifacts' loss is a plain mean, so only weight 0 (exclude) can be honoured.
+            // Weight 0 excludes a record; other weights scale its loss when the artifacts take sample weights.
             if (record.Weight == 0)
             {
                 skipped++;
@@ -139,7 +139,7 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
                 for (var d = 1; d < t.Shape.Count; d++) signature.Append(t.Shape[d]).Append(',');
                 signature.Append(';');
             }
-            examples.Add(new Example(tensors, record.LabelIndex, signature.ToString()));
+            examples.Add(new Example(tensors, record.LabelIndex, signature.ToString(), record.Weight));
         }
         return examples;
     }
@@ -183,14 +183,15 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
         }
     }
 
-    private sealed record Example(IReadOnlyDictionary<string, TensorData> Tensors, long Label, string Signature);
+    private sealed record Example(IReadOnlyDictionary<string, TensorData> Tensors, long Label, string Signature, float Weight);
 
     /// <summary>Stacks records into reused buffers (the session wraps them without copying).</summary>
-    private sealed class BatchBuffers
+    private sealed class BatchBuffers(bool weighted)
     {
         private readonly Dictionary<string, float[]> _floats = new(StringComparer.Ordinal);
         private readonly Dictionary<string, long[]> _longs = new(StringComparer.Ordinal);
         private long[] _labels = [];
+        private float[] _weights = [];
 
         public TrainingBatch Build(List<Example> examples, int[] members)
         {
@@ -218,7 +219,11 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
             }
             if (_labels.Length < n) _labels = new long[n];
             for (var i = 0; i < n; i++) _labels[i] = examples[members[i]].Label;
-            return batch.WithLabels(_labels.AsMemory(0, n), n);
+            batch.WithLabels(_labels.AsMemory(0, n), n);
+            if (!weighted) return batch;
+            if (_weights.Length < n) _weights = new float[n];
+            for (var i = 0; i < n; i++) _weights[i] = examples[members[i]].Weight;
+            return batch.WithSampleWeights(_weights.AsMemory(0, n), n);
         }
 
         private static T[] Rent<T>(Dictionary<string, T[]> pool, string name, int length)

@@ -39,6 +39,9 @@ public static class TaskHeadBuilder
     /// </summary>
     public const string DropoutTrainingModeName = "head.dropout.training_mode";
 
+    /// <summary>The per-example loss-weight input of sequence-classification training graphs (see <c>LossSpec.SampleWeightName</c>).</summary>
+    public const string SampleWeightsName = "sample_weights";
+
     /// <summary>PyTorch's <c>CrossEntropyLoss</c> default <c>ignore_index</c> (padding and sub-word positions in token classification).</summary>
     public const long IgnoreIndex = -100;
 
@@ -133,6 +136,8 @@ public static class TaskHeadBuilder
             OutputName = outputName,
             LabelName = "labels",
             IgnoreIndex = options.Kind == TaskHeadKind.Regression ? null : IgnoreIndex,
+            // One weight per text: feedback weights scale each example's share of the loss.
+            SampleWeightName = options.Kind == TaskHeadKind.SequenceClassification ? SampleWeightsName : null,
         };
         return new TaskHeadModel(model, options, outputName, hidden, [WeightName, BiasName], loss);
     }

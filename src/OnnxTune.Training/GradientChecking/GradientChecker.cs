@@ -103,7 +103,14 @@ public static class GradientChecker
             if (!outputShapes.TryGetValue(outName, out var shape))
                 throw new OnnxTuneException($"The loss output '{outName}' is not an output of the model.");
             if (loss.Kind != LossKind.None)
-                feeds[loss.LabelName ?? "labels"] = RandomLabels(loss, shape, rng);
+            {
+                var labelName = loss.LabelName ?? "labels";
+                feeds[labelName] = options.Inputs.TryGetValue(labelName, out var labels) ? labels : RandomLabels(loss, shape, rng);
+            }
+            if (loss.SampleWeightName is { } weightName)
+                feeds[weightName] = options.Inputs.TryGetValue(weightName, out var weights)
+                    ? weights
+                    : (Enumerable.Range(0, (int)shape[..^1].Aggregate(1L, (a, b) => a * b)).Select(_ => (float)(0.25 + rng.NextDouble() * 2)).ToArray(), shape[..^1]);
         }
 
         // Resolve the selection on the user's model, so the check's own R tensor is never a parameter.
