@@ -147,7 +147,8 @@ internal static class EncoderIntentModel
 
     private static string Hash(IReadOnlyList<string> labels, IReadOnlyList<Utterance> training, EncoderIntentSettings settings)
     {
-        var text = new StringBuilder().AppendJoin('\n', labels).Append('\u0001').Append(settings).Append('\u0001');
+        // Bump when the artifacts the library builds change (v2: sample weights and distillation inputs).
+        var text = new StringBuilder("v2\u0001").AppendJoin('\n', labels).Append('\u0001').Append(settings).Append('\u0001');
         foreach (var u in training) text.Append(u.Text).Append('\t').Append(u.Intent).Append('\n');
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())));
     }

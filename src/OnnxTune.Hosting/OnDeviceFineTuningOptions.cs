@@ -69,6 +69,15 @@ public sealed class OnDeviceFineTuningOptions
     /// <value>The default value is <c>["head.*"]</c> (the names <c>onnxtune artifacts --head</c> gives); a model with no match trains every parameter at the full rate.</value>
     public IList<string> HeadParameters { get; set; } = ["head.*"];
 
+    /// <summary>
+    /// Gets or sets the factor of the distillation term on replayed examples: the serving model's scores on them are the
+    /// teacher, so a round keeps what the model already knew (for artifacts with a distillation input, as
+    /// <c>onnxtune artifacts --head classification</c> builds; 0 turns it off).
+    /// </summary>
+    /// <value>The default value is 1.</value>
+    [Range(0.0, 100.0)]
+    public double DistillationWeight { get; set; } = 1.0;
+
     /// <summary>Gets or sets the share of a round's steps over which the learning rate rises linearly from 0 (warm-up).</summary>
     /// <value>The default value is 0.1.</value>
     [Range(0.0, 1.0)]

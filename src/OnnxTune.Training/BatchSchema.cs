@@ -23,9 +23,12 @@ internal sealed class BatchSchema
         _graph = graph;
     }
 
-    private sealed record InputSpec(string Name, TensorElementType Type, int[] Dims, string[] Symbols, bool IsLabel, bool IsWeight = false);
+    private enum Role { Data, Label, Weight, Teacher, DistillationFactor }
+
+    private sealed record InputSpec(string Name, TensorElementType Type, int[] Dims, string[] Symbols, bool IsLabel, bool IsWeight = false, Role Kind = Role.Data);
 
     private float[] _ones = [];
+    private float[] _zeros = [];
 
     public static BatchSchema Create(ArtifactManifest manifest, InferenceSession session, string graph)
     {
@@ -42,7 +45,11 @@ internal sealed class BatchSchema
             label = l;
         }
         if (manifest.Loss.SampleWeightName is { } w && session.InputMetadata.TryGetValue(w, out var wm))
-            specs.Add(new InputSpec(w, wm.ElementDataType, wm.Dimensions, wm.SymbolicDimensions, false, IsWeight: true));
+            specs.Add(new InputSpec(w, wm.ElementDataType, wm.Dimensions, wm.SymbolicDimensions, false, IsWeight: true, Kind: Role.Weight));
+        if (manifest.Loss.DistillationTargetName is { } t && session.InputMetadata.TryGetValue(t, out var tm))
+            specs.Add(new InputSpec(t, tm.ElementDataType, tm.Dimensions, tm.SymbolicDimensions, false, Kind: Role.Teacher));
+        if (manifest.Loss.DistillationWeightName is { } a && session.InputMetadata.TryGetValue(a, out var am))
+            specs.Add(new InputSpec(a, am.ElementDataType, am.Dimensions, am.SymbolicDimensions, false, Kind: Role.DistillationFactor));
         long? classes = null;
         if (manifest.Loss.Kind == LossKind.CrossEntropy
             && manifest.Outputs.FirstOrDefault(o => o.Name == manifest.Loss.OutputName) is { Shape.Count: > 0 } output
@@ -64,6 +71,10 @@ internal sealed class BatchSchema
                 t = batch.Labels ?? batch.Inputs.GetValueOrDefault(spec.Name);
             else if (spec.IsWeight)
                 t = batch.SampleWeights ?? batch.Inputs.GetValueOrDefault(spec.Name) ?? Ones(spec, batch.Labels);
+            else if (spec.Kind == Role.Teacher)
+                t = batch.TeacherScores ?? batch.Inputs.GetValueOrDefault(spec.Name) ?? Zeros(batch.Labels, spec.Dims.Length == 2 && spec.Dims[1] > 0 ? spec.Dims[1] : 0);
+            else if (spec.Kind == Role.DistillationFactor)
+                t = batch.DistillationFactors ?? batch.Inputs.GetValueOrDefault(spec.Name) ?? Zeros(batch.Labels, 0);
             else
                 batch.Inputs.TryGetValue(spec.Name, out t);
             if (t is null)
@@ -97,6 +108,16 @@ internal sealed class BatchSchema
         var n = (int)labels.Length;
         if (_ones.Length < n) { _ones = new float[n]; Array.Fill(_ones, 1f); }
         return BatchTensor.Create(_ones.AsMemory(0, n), labels.Shape);
+    }
+
+    // Without teacher scores nothing is distilled: zero factors (and zero scores, which the factors cancel).
+    private BatchTensor? Zeros(BatchTensor? labels, int columns)
+    {
+        if (labels is null || labels.Shape.Length == 0) return null;
+        var rows = (int)labels.Shape[0];
+        var n = columns > 0 ? rows * columns : rows;
+        if (_zeros.Length < n) _zeros = new float[n];
+        return BatchTensor.Create(_zeros.AsMemory(0, n), columns > 0 ? [rows, columns] : [rows]);
     }
 
     private void Check(InputSpec spec, BatchTensor t, Dictionary<string, (long Value, string Input)> symbols)
@@ -134,7 +155,7 @@ internal sealed class BatchSchema
                 for (var i = 0; i < data.Length; i++)
                     if (!float.IsFinite(data[i]))
                         throw new BatchValidationException(name, $"Batch input '{name}' holds {data[i]} at flat index {i}; inputs must be finite.");
-            if (spec.IsWeight && data.Length > 0 && TensorPrimitives.Min(data) < 0)
+            if ((spec.IsWeight || spec.Kind == Role.DistillationFactor) && data.Length > 0 && TensorPrimitives.Min(data) < 0)
                 throw new BatchValidationException(name, $"Sample weights '{name}' hold a negative value ({TensorPrimitives.Min(data)}); weights must be >= 0.");
         }
         if (spec.IsLabel && _classCount is { } classes && t.ElementType == TensorElementType.Int64 && t.Length > 0)

@@ -41,6 +41,23 @@ public sealed class TrainingBatch
     /// </summary>
     public TrainingBatch WithSampleWeights(Memory<float> data, params long[] shape) { SampleWeights = BatchTensor.Create(data, shape); return this; }
 
+    /// <summary>The teacher scores for distillation (null: none).</summary>
+    public BatchTensor? TeacherScores { get; private set; }
+
+    /// <summary>The per-example distillation factors (null: none).</summary>
+    public BatchTensor? DistillationFactors { get; private set; }
+
+    /// <summary>
+    /// Sets teacher scores <c>[N, C]</c> and per-example factors <c>[N]</c> for artifacts built with a distillation term
+    /// (<c>LossSpec.DistillationTargetName</c>); a factor of 0 leaves that example out of the term.
+    /// </summary>
+    public TrainingBatch WithDistillation(Memory<float> teacherScores, Memory<float> factors, int rows, int classes)
+    {
+        TeacherScores = BatchTensor.Create(teacherScores, [rows, classes]);
+        DistillationFactors = BatchTensor.Create(factors, [rows]);
+        return this;
+    }
+
     private TrainingBatch Put(string name, BatchTensor t)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);

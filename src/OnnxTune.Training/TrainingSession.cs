@@ -673,6 +673,8 @@ public sealed class TrainingSession : IDisposable
         var known = new HashSet<string>(m.Inputs.Select(i => i.Name), StringComparer.Ordinal) { LazyResetGradInput };
         if (m.Loss.Kind != LossKind.None && m.Loss.LabelName is { } label) known.Add(label);
         if (m.Loss.SampleWeightName is { } weights) known.Add(weights);
+        if (m.Loss.DistillationTargetName is { } teacher) known.Add(teacher);
+        if (m.Loss.DistillationWeightName is { } factors) known.Add(factors);
         foreach (var p in parameters) { known.Add(p.Name); known.Add(p.Name + GradBufferSuffix); }
         foreach (var name in trainInputs)
             if (!known.Contains(name))

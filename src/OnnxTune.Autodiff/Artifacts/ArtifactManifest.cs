@@ -150,6 +150,21 @@ public sealed record LossSpec
     /// a batch without weights trains with all weights 1, which is the plain mean.
     /// </summary>
     public string? SampleWeightName { get; init; }
+
+    /// <summary>
+    /// Cross-entropy on <c>[N, C]</c> scores: name of an optional input of teacher scores <c>[N, C]</c> for knowledge
+    /// distillation (with <see cref="DistillationWeightName"/>). The loss then adds
+    /// <c>(1/N) Σᵢ aᵢ · T² · KL(softmax(tᵢ/T) ‖ softmax(sᵢ/T))</c> (Hinton et al.; PyTorch:
+    /// <c>(a * F.kl_div(F.log_softmax(s/T, -1), F.softmax(t/T, -1), reduction='none').sum(-1)).mean() * T * T</c>).
+    /// A batch without teacher scores adds nothing.
+    /// </summary>
+    public string? DistillationTargetName { get; init; }
+
+    /// <summary>Name of the per-example distillation factor input <c>aᵢ</c> <c>[N]</c> (0: no distillation for that example).</summary>
+    public string? DistillationWeightName { get; init; }
+
+    /// <summary>Distillation temperature <c>T</c>.</summary>
+    public double DistillationTemperature { get; init; } = 2.0;
 }
 
 /// <summary>Optimizer kinds.</summary>

@@ -53,6 +53,22 @@ public static class LossBlocks
                     else if (dims is null)
                         throw new OnnxTuneException($"Cross-entropy needs the rank of output '{y}' (its shape is not declared in the model).");
                     var logProb = editor.UniqueName(y + "_log_prob");
+                    if (spec.DistillationTargetName is not null || spec.DistillationWeightName is not null)
+                    {
+                        if (spec.DistillationTargetName is null || spec.DistillationWeightName is null)
+                            throw new OnnxTuneException("Distillation needs both LossSpec.DistillationTargetName and DistillationWeightName.");
+                        if (dims!.Length != 2)
+                            throw new OnnxTuneException($"Distillation needs [batch, classes] scores; output '{y}' has rank {dims.Length}.");
+                        if (!(spec.DistillationTemperature > 0 && double.IsFinite(spec.DistillationTemperature)))
+                            throw new OnnxTuneException($"DistillationTemperature must be a positive number (got {spec.DistillationTemperature}).");
+                        var ceName = editor.UniqueName(lossName + "_cross_entropy");
+                        var ce = spec.SampleWeightName is { } wn
+                            ? WeightedCrossEntropy(editor, spec, scores, label, wn, elem, labelDims!, ceName, logProb)
+                            : PlainCrossEntropy(editor, spec, scores, label, ceName, logProb);
+                        var kd = Distillation(editor, spec, y, elem, dims.Select(DimObject).ToArray());
+                        editor.AddNode("Add", [ce, kd], [lossName]);
+                        return lossName;
+                    }
                     if (spec.SampleWeightName is { } weightName)
                         return WeightedCrossEntropy(editor, spec, scores, label, weightName, elem, labelDims!, lossName, logProb);
                     var attrs = new List<AttributeProto> { Attr.String("reduction", "mean") };
@@ -83,6 +99,39 @@ public static class LossBlocks
             default:
                 throw new OnnxTuneException($"Unknown loss kind {spec.Kind}.");
         }
+    }
+
+    private static string PlainCrossEntropy(GraphEditor editor, LossSpec spec, string scores, string label, string lossName, string logProb)
+    {
+        var attrs = new List<AttributeProto> { Attr.String("reduction", "mean") };
+        if (spec.IgnoreIndex is { } ii) attrs.Add(Attr.Int("ignore_index", ii));
+        editor.AddNode("SoftmaxCrossEntropyLoss", [scores, label], [lossName, logProb], [.. attrs]);
+        return lossName;
+    }
+
+    // (1/N) Σᵢ aᵢ·T²·Σ_c p_t (log p_t − log p_s), with p = softmax(scores / T); the teacher side is an input (no gradient).
+    private static string Distillation(GraphEditor editor, LossSpec spec, string scores, DataType elem, object?[] scoreDims)
+    {
+        var teacher = spec.DistillationTargetName!;
+        var factor = spec.DistillationWeightName!;
+        foreach (var name in new[] { teacher, factor })
+        {
+            if (editor.IsUsed(name)) throw new OnnxTuneException($"The distillation input name '{name}' is already used in the model; pick another.");
+            editor.Reserve(name);
+        }
+        editor.AddInput(ValueInfos.Tensor(teacher, elem, scoreDims));
+        editor.AddInput(ValueInfos.Tensor(factor, elem, [scoreDims[0]]));
+        TensorProto Scalar(string n, double v) => elem == DataType.Double ? TensorProtos.Double(n, [v]) : TensorProtos.Float(n, [(float)v]);
+        var t = spec.DistillationTemperature;
+        var invT = editor.AddInitializer(Scalar(scores + "_kd_inv_temperature", 1 / t));
+        var studentLog = editor.Add("LogSoftmax", [editor.Add("Mul", [scores, invT], scores + "_kd_scaled")], scores + "_kd_log_p", Attr.Int("axis", -1));
+        var teacherLog = editor.Add("LogSoftmax", [editor.Add("Mul", [teacher, invT], teacher + "_scaled")], teacher + "_log_p", Attr.Int("axis", -1));
+        var teacherP = editor.Add("Exp", [teacherLog], teacher + "_p");
+        var kl = editor.Add("ReduceSum", [editor.Add("Mul", [teacherP, editor.Add("Sub", [teacherLog, studentLog], scores + "_kd_log_ratio")], scores + "_kd_terms"),
+            editor.ConstantInt64s(scores + "_kd_class_axis", -1)], scores + "_kd_kl", Attr.Int("keepdims", 0));
+        var weighted = editor.Add("Mul", [kl, factor], scores + "_kd_weighted");
+        var mean = editor.Add("ReduceMean", [weighted], scores + "_kd_mean", Attr.Int("keepdims", 0));
+        return editor.Add("Mul", [mean, editor.AddInitializer(Scalar(scores + "_kd_t_squared", t * t))], scores + "_kd_loss");
     }
 
     // Σ w·l / Σ w over the targets that count (ignore_index positions have l = 0 and are left out of Σ w).

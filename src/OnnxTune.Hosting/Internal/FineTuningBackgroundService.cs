@@ -126,6 +126,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 EncoderLearningRateScale = o.EncoderLearningRateScale,
                 HeadParameters = [.. o.HeadParameters],
                 WarmupFraction = o.WarmupFraction,
+                DistillationWeight = o.DistillationWeight,
             }, ct).ConfigureAwait(false);
             _model.Metrics.TrainLoss(_model.Name, result.TrainLoss);
 

@@ -49,6 +49,9 @@ internal sealed record FineTuningRoundInput(
 
     /// <summary>Share of the round's steps with a linear learning-rate warm-up.</summary>
     public double WarmupFraction { get; init; }
+
+    /// <summary>Factor of the distillation term on replayed records (teacher: the serving model); 0 turns it off.</summary>
+    public double DistillationWeight { get; init; }
 }
 
 /// <summary>Outputs of one round, all inside the working directory.</summary>

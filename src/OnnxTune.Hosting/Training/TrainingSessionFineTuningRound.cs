@@ -45,6 +45,8 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
         if (input.Epochs < 1) throw new OnnxTuneException($"Model '{input.ModelName}': EpochsPerRound is {input.Epochs}; it must be at least 1.");
 
         var examples = Encode(input, out var skipped);
+        var distill = input.DistillationWeight > 0 && manifest.Loss.DistillationTargetName is not null && input.ReplaySample.Count > 0;
+        if (distill) TeacherScores.Fill(examples, input.ServingModelPath, manifest.Loss.OutputName, input.ThreadBudget, input.DistillationWeight, ct);
         if (examples.Count == 0)
             throw new OnnxTuneException($"Model '{input.ModelName}': round {input.Round} has no record to train on ({skipped} records have weight 0).");
         var batchSize = Math.Min(input.BatchSize, MaxBatch(manifest));
@@ -67,7 +69,7 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
 
         var rng = new Random(unchecked((int)input.Round));
         var order = Enumerable.Range(0, examples.Count).ToArray();
-        var buffers = new BatchBuffers(manifest.Loss.SampleWeightName is not null);
+        var buffers = new BatchBuffers(manifest.Loss.SampleWeightName is not null, distill);
         var totalSteps = (long)input.Epochs * examples.GroupBy(e => e.Signature, StringComparer.Ordinal).Sum(g => (g.Count() + batchSize - 1) / batchSize);
         var warmupSteps = (long)Math.Ceiling(totalSteps * input.WarmupFraction);
         long roundStep = 0;
@@ -119,6 +121,7 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
         var examples = new List<Example>(input.NewFeedback.Count + input.ReplaySample.Count);
         var seen = new HashSet<string>(StringComparer.Ordinal);
         skipped = 0;
+        var replayIds = input.ReplaySample.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
         foreach (var record in input.NewFeedback.Concat(input.ReplaySample))
         {
             if (!seen.Add(record.Id)) continue;
@@ -139,7 +142,7 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
                 for (var d = 1; d < t.Shape.Count; d++) signature.Append(t.Shape[d]).Append(',');
                 signature.Append(';');
             }
-            examples.Add(new Example(tensors, record.LabelIndex, signature.ToString(), record.Weight));
+            examples.Add(new Example(tensors, record.LabelIndex, signature.ToString(), record.Weight) { Replayed = replayIds.Contains(record.Id) });
         }
         return examples;
     }
@@ -183,11 +186,23 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
         }
     }
 
-    private sealed record Example(IReadOnlyDictionary<string, TensorData> Tensors, long Label, string Signature, float Weight);
+    internal sealed record Example(IReadOnlyDictionary<string, TensorData> Tensors, long Label, string Signature, float Weight)
+    {
+        /// <summary>Whether the record came from the replay sample (distilled toward the serving model).</summary>
+        public bool Replayed { get; init; }
+
+        /// <summary>The serving model's scores on the record, or null.</summary>
+        public float[]? Teacher { get; set; }
+
+        /// <summary>The record's distillation factor (0: none).</summary>
+        public float DistillationFactor { get; set; }
+    }
 
     /// <summary>Stacks records into reused buffers (the session wraps them without copying).</summary>
-    private sealed class BatchBuffers(bool weighted)
+    private sealed class BatchBuffers(bool weighted, bool distill)
     {
+        private float[] _teacher = [];
+        private float[] _factors = [];
         private readonly Dictionary<string, float[]> _floats = new(StringComparer.Ordinal);
         private readonly Dictionary<string, long[]> _longs = new(StringComparer.Ordinal);
         private long[] _labels = [];
@@ -220,10 +235,26 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
             if (_labels.Length < n) _labels = new long[n];
             for (var i = 0; i < n; i++) _labels[i] = examples[members[i]].Label;
             batch.WithLabels(_labels.AsMemory(0, n), n);
-            if (!weighted) return batch;
-            if (_weights.Length < n) _weights = new float[n];
-            for (var i = 0; i < n; i++) _weights[i] = examples[members[i]].Weight;
-            return batch.WithSampleWeights(_weights.AsMemory(0, n), n);
+            if (weighted)
+            {
+                if (_weights.Length < n) _weights = new float[n];
+                for (var i = 0; i < n; i++) _weights[i] = examples[members[i]].Weight;
+                batch.WithSampleWeights(_weights.AsMemory(0, n), n);
+            }
+            if (distill && examples[members[0]].Teacher is { Length: var classes })
+            {
+                if (_teacher.Length < n * classes) _teacher = new float[n * classes];
+                if (_factors.Length < n) _factors = new float[n];
+                for (var i = 0; i < n; i++)
+                {
+                    var e = examples[members[i]];
+                    if (e.Teacher is { } t) t.CopyTo(_teacher, i * classes);
+                    else Array.Clear(_teacher, i * classes, classes);
+                    _factors[i] = e.DistillationFactor;
+                }
+                batch.WithDistillation(_teacher.AsMemory(0, n * classes), _factors.AsMemory(0, n), n, classes);
+            }
+            return batch;
         }
 
         private static T[] Rent<T>(Dictionary<string, T[]> pool, string name, int length)

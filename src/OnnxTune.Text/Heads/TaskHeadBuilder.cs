@@ -42,6 +42,12 @@ public static class TaskHeadBuilder
     /// <summary>The per-example loss-weight input of sequence-classification training graphs (see <c>LossSpec.SampleWeightName</c>).</summary>
     public const string SampleWeightsName = "sample_weights";
 
+    /// <summary>The teacher-scores input of sequence-classification training graphs (see <c>LossSpec.DistillationTargetName</c>).</summary>
+    public const string TeacherLogitsName = "teacher_logits";
+
+    /// <summary>The per-example distillation factor input (see <c>LossSpec.DistillationWeightName</c>).</summary>
+    public const string DistillationWeightsName = "distillation_weights";
+
     /// <summary>PyTorch's <c>CrossEntropyLoss</c> default <c>ignore_index</c> (padding and sub-word positions in token classification).</summary>
     public const long IgnoreIndex = -100;
 
@@ -138,6 +144,9 @@ public static class TaskHeadBuilder
             IgnoreIndex = options.Kind == TaskHeadKind.Regression ? null : IgnoreIndex,
             // One weight per text: feedback weights scale each example's share of the loss.
             SampleWeightName = options.Kind == TaskHeadKind.SequenceClassification ? SampleWeightsName : null,
+            // Teacher scores (the serving model's, on replayed examples) keep what the model knew while it learns.
+            DistillationTargetName = options.Kind == TaskHeadKind.SequenceClassification ? TeacherLogitsName : null,
+            DistillationWeightName = options.Kind == TaskHeadKind.SequenceClassification ? DistillationWeightsName : null,
         };
         return new TaskHeadModel(model, options, outputName, hidden, [WeightName, BiasName], loss);
     }

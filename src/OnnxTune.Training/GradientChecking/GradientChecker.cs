@@ -107,6 +107,14 @@ public static class GradientChecker
                 var labelName = loss.LabelName ?? "labels";
                 feeds[labelName] = options.Inputs.TryGetValue(labelName, out var labels) ? labels : RandomLabels(loss, shape, rng);
             }
+            if (loss.DistillationTargetName is { } teacherName)
+                feeds[teacherName] = options.Inputs.TryGetValue(teacherName, out var teacher)
+                    ? teacher
+                    : (Enumerable.Range(0, (int)shape.Aggregate(1L, (a, b) => a * b)).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray(), shape);
+            if (loss.DistillationWeightName is { } factorName)
+                feeds[factorName] = options.Inputs.TryGetValue(factorName, out var factors)
+                    ? factors
+                    : (Enumerable.Range(0, (int)shape[0]).Select(_ => (float)rng.NextDouble()).ToArray(), [shape[0]]);
             if (loss.SampleWeightName is { } weightName)
                 feeds[weightName] = options.Inputs.TryGetValue(weightName, out var weights)
                     ? weights

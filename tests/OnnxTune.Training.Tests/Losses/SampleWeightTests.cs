@@ -108,4 +108,48 @@ public sealed class SampleWeightTests : IDisposable
         });
         Assert.True(report.Passed, string.Join("; ", report.Parameters.Select(p => $"{p.Name}: {p.MaxRelativeError:E2}")));
     }
+
+    private static LossSpec Distilled() => Weighted() with { DistillationTargetName = "teacher_logits", DistillationWeightName = "distillation_weights", DistillationTemperature = 2.0 };
+
+    [Fact]
+    public void Distillation_adds_the_temperature_scaled_kl_to_the_teacher()
+    {
+        using var session = TrainingSession.Open(Artifacts(Distilled(), "kd"));
+        var (x, y) = Data(6);
+        var rng = new Random(9);
+        var teacher = Enumerable.Range(0, N * Classes).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var a = new[] { 1f, 0f, 0.5f, 2f, 1f };
+        var plain = session.EvalStep(new TrainingBatch().Add("features", x, N, Input).WithLabels(y, N));
+        var logits = plain.Outputs["logits"].AsFloats();
+        const double T = 2.0;
+        static double[] LogSoftmax(ReadOnlySpan<float> v, double t)
+        {
+            var s = v.ToArray().Select(e => e / t).ToArray();
+            var max = s.Max();
+            var lse = max + Math.Log(s.Sum(e => Math.Exp(e - max)));
+            return s.Select(e => e - lse).ToArray();
+        }
+        double kd = 0;
+        for (var i = 0; i < N; i++)
+        {
+            var ls = LogSoftmax(logits.AsSpan(i * Classes, Classes), T);
+            var lt = LogSoftmax(teacher.AsSpan(i * Classes, Classes), T);
+            kd += a[i] * lt.Select((l, c) => Math.Exp(l) * (l - ls[c])).Sum();
+        }
+        kd = kd / N * T * T;
+        var loss = session.TrainStep(new TrainingBatch().Add("features", x, N, Input).WithLabels(y, N).WithDistillation(teacher, a, N, Classes));
+        Assert.Equal(plain.Loss + kd, loss, 5);
+    }
+
+    [Fact]
+    public void Distillation_gradients_match_finite_differences()
+    {
+        var report = GradientChecker.Check(new MlpModelBuilder(Input).Layer(8).Layer(Classes).Build(seed: 7), new GradientCheckOptions
+        {
+            Loss = Distilled(),
+            DimValues = new Dictionary<string, long> { ["batch"] = N },
+            Seed = 3,
+        });
+        Assert.True(report.Passed, string.Join("; ", report.Parameters.Select(p => $"{p.Name}: {p.MaxRelativeError:E2}")));
+    }
 }
