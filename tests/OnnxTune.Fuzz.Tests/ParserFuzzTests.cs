@@ -11,6 +11,7 @@ namespace OnnxTune.Fuzz.Tests;
 /// ONNXTUNE_FUZZ_CASE=target:index scale, vary or replay a run (see README, "Fuzzing").
 /// </summary>
 [Trait("Category", "Fuzz")]
+[Collection(FuzzCollection.Name)]
 public sealed class ParserFuzzTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Targets => new(CreateAll().Select(t => t.Name));
@@ -46,4 +47,11 @@ public sealed class ParserFuzzTests(ITestOutputHelper output)
             try { Directory.Delete(root, recursive: true); } catch (IOException) { }
         }
     }
+}
+
+/// <summary>The fuzz run measures process-wide memory, so it runs alone (after the parallel tests).</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class FuzzCollection
+{
+    public const string Name = "Fuzz (not parallel)";
 }

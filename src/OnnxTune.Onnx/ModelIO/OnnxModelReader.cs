@@ -79,8 +79,9 @@ public static class OnnxModelReader
         public long FileBytes { get; set; }
         public long InlinedBytes { get; set; }
 
-        /// <summary>Without an explicit cap, each byte present in the external files may be inlined once.</summary>
-        public long Budget => MaxBytes ?? FileBytes;
+        /// <summary>Without an explicit cap: each byte present in the external files once, plus a small allowance
+        /// for tensors that legitimately share a range.</summary>
+        public long Budget => MaxBytes ?? FileBytes + OnnxModelReaderOptions.DefaultSharedRangeAllowance;
     }
 
     private static void InlineExternalData(GraphProto graph, ExternalDataContext context)
@@ -141,14 +142,15 @@ public static class OnnxModelReader
             if (length > context.Budget - context.InlinedBytes)
                 throw new OnnxModelFormatException(context.MaxBytes is { } cap
                     ? $"External data for tensor '{tensor.Name}' ({location}, length {length}) in '{sourceName}' exceeds the external-data budget: {context.InlinedBytes} bytes already read, limit {cap} (OnnxModelReaderOptions.MaxExternalDataBytes)."
-                    : $"External data for tensor '{tensor.Name}' ({location}, length {length}) in '{sourceName}' exceeds the external-data budget: the tensors would read {context.InlinedBytes + length} bytes, but the external files referenced hold only {context.FileBytes} (tensors overlap or share ranges; set OnnxModelReaderOptions.MaxExternalDataBytes to allow it).");
+                    : $"External data for tensor '{tensor.Name}' ({location}, length {length}) in '{sourceName}' exceeds the external-data budget: the tensors would read {context.InlinedBytes + length} bytes, but the external files referenced hold only {context.FileBytes} (+{OnnxModelReaderOptions.DefaultSharedRangeAllowance} allowed for shared ranges); many tensors point at the same data. Set OnnxModelReaderOptions.MaxExternalDataBytes to allow it.");
             var bytes = new byte[length];
             stream.Seek(offset, SeekOrigin.Begin);
             stream.ReadExactly(bytes);
             context.InlinedBytes += length;
             return bytes;
         }, what);
-        tensor.RawData = ByteString.CopyFrom(data);
+        // The array is fresh and never written again, so it is wrapped rather than copied.
+        tensor.RawData = UnsafeByteOperations.UnsafeWrap(data);
         tensor.ExternalData.Clear();
         tensor.DataLocation = TensorProto.Types.DataLocation.Default;
     }
@@ -260,10 +262,14 @@ public static class OnnxModelReader
 /// <summary>Options of <see cref="OnnxModelReader"/>.</summary>
 public sealed class OnnxModelReaderOptions
 {
+    /// <summary>With no <see cref="MaxExternalDataBytes"/>: how many bytes beyond the size of the external files
+    /// may be inlined, for tensors that share a range (16 MiB).</summary>
+    public const long DefaultSharedRangeAllowance = 16L << 20;
+
     /// <summary>
     /// The most bytes of external data inlined across the whole model. Null (the default): the total size of the
-    /// distinct external-data files the model references, so each byte on disk is read at most once and many tensors
-    /// pointing at one large range are refused instead of allocating it again and again.
+    /// distinct external-data files the model references plus <see cref="DefaultSharedRangeAllowance"/>, so many
+    /// tensors pointing at one large range are refused instead of allocating it again and again.
     /// </summary>
     public long? MaxExternalDataBytes { get; init; }
 }
