@@ -46,11 +46,11 @@ internal static class TextDataFile
                 var root = doc.RootElement;
                 if (root.ValueKind != JsonValueKind.Object)
                     throw new OnnxTuneException($"{path}:{lineNo}: expected a JSON object with fields 'text' (a string) and 'label' (a string, a number or an array of numbers), got {root.ValueKind.ToString().ToLowerInvariant()}.");
-                if (!root.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                if (!TryGet(root, "text", path, lineNo, out var text) || text.ValueKind != JsonValueKind.String)
                     throw new OnnxTuneException($"{path}:{lineNo}: field 'text' is missing or not a string; expected {{\"text\": \"...\", \"label\": ...}}.");
                 string? label = null;
                 float[]? values = null;
-                if (root.TryGetProperty("label", out var l))
+                if (TryGet(root, "label", path, lineNo, out var l))
                 {
                     switch (l.ValueKind)
                     {
@@ -70,6 +70,14 @@ internal static class TextDataFile
             }
         }
         return result;
+    }
+
+    /// <summary><see cref="JsonElement.TryGetProperty(string, out JsonElement)"/>, which throws
+    /// InvalidOperationException when any key of the object holds an escaped lone surrogate.</summary>
+    private static bool TryGet(JsonElement obj, string name, string path, int line, out JsonElement value)
+    {
+        try { return obj.TryGetProperty(name, out value); }
+        catch (InvalidOperationException x) { throw new OnnxTuneException($"{path}:{line}: a field name is not a valid string ({x.Message}); expected fields 'text' and 'label'.", x); }
     }
 
     /// <summary>A string value; an escaped lone surrogate (which <see cref="JsonElement.GetString"/> rejects) becomes a typed error.</summary>

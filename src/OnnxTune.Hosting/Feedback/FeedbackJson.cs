@@ -47,12 +47,12 @@ internal static class FeedbackJson
             var where = $"{source}: tensor '{name}'";
             if (v.ValueKind != JsonValueKind.Object)
                 throw new OnnxTuneException($"{where} is {Kind(v)}; expected an object with \"type\" (float or int64), \"shape\" and \"data\".");
-            if (!v.TryGetProperty("type", out var typeEl) || typeEl.ValueKind != JsonValueKind.String)
+            if (!TryGet(v, "type", where, out var typeEl) || typeEl.ValueKind != JsonValueKind.String)
                 throw new OnnxTuneException($"{where}: field 'type' is missing or not a string; expected \"float\" or \"int64\".");
             var type = String(typeEl, where, "type");
             if (type is not ("float" or "int64"))
                 throw new OnnxTuneException($"{where} has unknown type '{type}' (expected float or int64).");
-            if (!v.TryGetProperty("shape", out var shapeEl) || shapeEl.ValueKind != JsonValueKind.Array)
+            if (!TryGet(v, "shape", where, out var shapeEl) || shapeEl.ValueKind != JsonValueKind.Array)
                 throw new OnnxTuneException($"{where}: field 'shape' is missing or not an array; expected an array of integer dims >= 0.");
             var shape = new long[shapeEl.GetArrayLength()];
             long count = 1;
@@ -66,7 +66,7 @@ internal static class FeedbackJson
                     throw new OnnxTuneException($"{where}: shape [{string.Join(",", shape.Take(i))},...] has more elements than a tensor can hold.");
                 count *= dim;
             }
-            if (!v.TryGetProperty("data", out var data) || data.ValueKind != JsonValueKind.Array)
+            if (!TryGet(v, "data", where, out var data) || data.ValueKind != JsonValueKind.Array)
                 throw new OnnxTuneException($"{where}: field 'data' is missing or not an array; expected an array of {type} values.");
             if (data.GetArrayLength() != count)
                 throw new OnnxTuneException($"{where}: field 'data' holds {data.GetArrayLength()} values but shape [{string.Join(",", shape)}] needs {count}.");
@@ -154,7 +154,7 @@ internal static class FeedbackJson
                 var root = doc.RootElement;
                 if (root.ValueKind != JsonValueKind.Object)
                     throw new OnnxTuneException($"{where} is {Kind(root)}; {Expected}.");
-                if (!root.TryGetProperty("label", out var labelEl))
+                if (!TryGet(root, "label", where, out var labelEl))
                     throw new OnnxTuneException($"{where}: field 'label' is missing; {Expected}.");
                 FeedbackLabel label = labelEl.ValueKind switch
                 {
@@ -163,14 +163,14 @@ internal static class FeedbackJson
                     _ => throw new OnnxTuneException($"{where}: field 'label' is {Short(labelEl)}; expected a label name (string) or a class index (integer)."),
                 };
                 string? text = null;
-                if (root.TryGetProperty("text", out var t) && t.ValueKind != JsonValueKind.Null)
+                if (TryGet(root, "text", where, out var t) && t.ValueKind != JsonValueKind.Null)
                 {
                     if (t.ValueKind != JsonValueKind.String)
                         throw new OnnxTuneException($"{where}: field 'text' is {Kind(t)}; expected a string.");
                     text = String(t, where, "text");
                 }
                 Dictionary<string, TensorData>? tensors = null;
-                if (root.TryGetProperty("tensors", out var ts) && ts.ValueKind != JsonValueKind.Null)
+                if (TryGet(root, "tensors", where, out var ts) && ts.ValueKind != JsonValueKind.Null)
                     tensors = ReadTensors(ts, where);
                 if (text is null && tensors is null)
                     throw new OnnxTuneException($"{where} has neither 'text' nor 'tensors'; {Expected}.");
@@ -195,6 +195,14 @@ internal static class FeedbackJson
     {
         try { return e.GetString()!; }
         catch (InvalidOperationException x) { throw new OnnxTuneException($"{source}: field '{field}' is not a valid string: {x.Message}", x); }
+    }
+
+    /// <summary><see cref="JsonElement.TryGetProperty(string, out JsonElement)"/>, which throws
+    /// InvalidOperationException when any key of the object holds an escaped lone surrogate.</summary>
+    private static bool TryGet(JsonElement obj, string name, string source, out JsonElement value)
+    {
+        try { return obj.TryGetProperty(name, out value); }
+        catch (InvalidOperationException x) { throw new OnnxTuneException($"{source}: a property name is not a valid string ({x.Message}); looking for field '{name}'.", x); }
     }
 
     private static string Name(JsonProperty p, string source)

@@ -139,7 +139,7 @@ public sealed class SafeTensorsFile
         var v = prop.Value;
         if (v.ValueKind != JsonValueKind.Object)
             throw new SafeTensorsFormatException($"Safetensors '{source}': the entry for tensor '{name}' is not an object.");
-        if (!v.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String)
+        if (!TryGetProperty(v, "dtype", source, out var dt) || dt.ValueKind != JsonValueKind.String)
             throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has no dtype string (expected one of F32, F64, I64, I32, BOOL).");
         var dtype = ReadString(dt, source, $"tensor '{name}' dtype") switch
         {
@@ -150,7 +150,7 @@ public sealed class SafeTensorsFile
             "BOOL" => SafeTensorDType.Bool,
             var other => throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has dtype '{other}'; supported: F32, F64, I64, I32, BOOL."),
         };
-        if (!v.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array)
+        if (!TryGetProperty(v, "shape", source, out var sh) || sh.ValueKind != JsonValueKind.Array)
             throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has no shape array.");
         var shape = new long[sh.GetArrayLength()];
         var i = 0;
@@ -161,7 +161,7 @@ public sealed class SafeTensorsFile
             shape[i++] = dim;
         }
         // TryGetInt64 throws (InvalidOperationException) on a non-number, so the kinds are checked first.
-        if (!v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2
+        if (!TryGetProperty(v, "data_offsets", source, out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2
             || off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number
             || !off[0].TryGetInt64(out var begin) || !off[1].TryGetInt64(out var end) || begin < 0 || end < begin)
             throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has invalid data_offsets (need [begin, end] with 0 <= begin <= end).");
@@ -185,6 +185,14 @@ public sealed class SafeTensorsFile
             list.Add((name, p.Value));
         }
         return list;
+    }
+
+    /// <summary><see cref="JsonElement.TryGetProperty(string, out JsonElement)"/>, which throws
+    /// InvalidOperationException when any key of the object holds an escaped lone surrogate.</summary>
+    private static bool TryGetProperty(JsonElement obj, string name, string source, out JsonElement value)
+    {
+        try { return obj.TryGetProperty(name, out value); }
+        catch (InvalidOperationException e) { throw new SafeTensorsFormatException($"Safetensors '{source}': a header key is not a valid string: {e.Message}", e); }
     }
 
     private static string ReadString(JsonElement e, string source, string field)

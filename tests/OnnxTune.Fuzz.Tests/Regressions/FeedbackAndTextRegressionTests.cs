@@ -23,6 +23,7 @@ public sealed class FeedbackAndTextRegressionTests
     [InlineData("{\"x\":{\"type\":7,\"shape\":[1],\"data\":[1]}}", "field 'type'")]
     [InlineData("{\"x\":{\"type\":\"\\ud800\",\"shape\":[1],\"data\":[1]}}", "not a valid string")]
     [InlineData("{\"x\":[]}", "tensor 'x' is an array")]
+    [InlineData("{\"x\":{\"type\":\"float\",\"shape\":[1],\"data\":[1],\"\\ud800\":1}}", "field 'type'")]
     public void Corrupt_tensors_column_is_a_typed_error_naming_the_record(string json, string expected)
     {
         var e = Assert.Throws<OnnxTuneException>(() => FeedbackJson.ReadTensors(json, Record));
@@ -59,6 +60,7 @@ public sealed class FeedbackAndTextRegressionTests
     [InlineData("{\"tensors\":{\"x\":{\"type\":\"float\",\"shape\":[2],\"data\":[1]}},\"label\":0}", "tensor 'x'")]
     [InlineData("[1]", "is an array")]
     [InlineData("{\"text\":\"a\",\"label\":\"\\udc00\"}", "field 'label'")]
+    [InlineData("{\"text\":\"a\",\"label\":\"x\",\"\\udc00\":0}", "field 'label'")]
     public void Golden_set_errors_name_the_line_and_the_field(string badLine, string expected)
     {
         using var dir = new TempFolder();
@@ -80,6 +82,7 @@ public sealed class FeedbackAndTextRegressionTests
     [InlineData("{\"text\":\"a\",\"label\":\"\\udc00\"}", "field 'label'")]
     [InlineData("{\"label\":\"x\"}", "field 'text'")]
     [InlineData("{\"text\":\"a\",\"label\":{}}", "field 'label'")]
+    [InlineData("{\"text\":\"a\",\"label\":\"x\",\"\\ud800\":0}", "expected fields 'text' and 'label'")]
     public void Cli_jsonl_errors_name_the_line_and_the_field(string badLine, string expected)
     {
         using var dir = new TempFolder();

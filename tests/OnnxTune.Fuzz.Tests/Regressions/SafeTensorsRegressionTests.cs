@@ -38,6 +38,8 @@ public sealed class SafeTensorsRegressionTests
     [InlineData("{\"w\":{\"dtype\":\"\\udc00\",\"shape\":[1],\"data_offsets\":[0,4]}}")]
     [InlineData("{\"__metadata__\":{\"k\":\"\\ud800\"},\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}")]
     [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[\"\\ud800\"],\"data_offsets\":[0,4]}}")]
+    // TryGetProperty("dtype") throws when a later key of the entry (it searches from the end) is a lone surrogate.
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"\\ud800\":1}}")]
     public void Lone_surrogates_in_names_and_strings_are_a_format_error(string header) =>
         Assert.Throws<SafeTensorsFormatException>(() => SafeTensorsFile.Parse(File(header, 4), "t.safetensors"));
 
