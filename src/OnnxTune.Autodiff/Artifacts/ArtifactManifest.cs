@@ -53,23 +53,93 @@ public sealed record ArtifactManifest
     };
 
     /// <summary>Reads <c>manifest.json</c> from an artifacts folder.</summary>
-    /// <exception cref="OnnxTuneException">The folder or manifest is missing or unreadable.</exception>
+    /// <exception cref="ArtifactManifestException">The folder or manifest is missing, unreadable or malformed (a
+    /// null or missing field, a wrong type, a negative dim); the message names the file and the field.</exception>
     public static ArtifactManifest Load(string artifactsDirectory)
     {
+        ArgumentException.ThrowIfNullOrEmpty(artifactsDirectory);
         var path = Path.Combine(artifactsDirectory, ArtifactFiles.ManifestFileName);
         if (!File.Exists(path))
-            throw new OnnxTuneException($"'{artifactsDirectory}' is not an OnnxTune artifacts folder: {ArtifactFiles.ManifestFileName} is missing.");
+            throw new ArtifactManifestException($"'{artifactsDirectory}' is not an OnnxTune artifacts folder: {ArtifactFiles.ManifestFileName} is missing.");
+        string text;
+        try { text = File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.SecurityException)
+        {
+            throw new ArtifactManifestException($"Cannot read {path}: {e.Message}", e);
+        }
+        ArtifactManifest m;
         try
         {
-            var m = JsonSerializer.Deserialize<ArtifactManifest>(File.ReadAllText(path), JsonOptions)
-                ?? throw new OnnxTuneException($"{path} is empty.");
-            if (m.FormatVersion != 1)
-                throw new OnnxTuneException($"{path}: format_version {m.FormatVersion} is not supported (expected 1).");
-            return m;
+            m = JsonSerializer.Deserialize<ArtifactManifest>(text, JsonOptions)
+                ?? throw new ArtifactManifestException($"{path} holds JSON null; expected a manifest object.");
         }
         catch (JsonException e)
         {
-            throw new OnnxTuneException($"{path} is not valid manifest JSON: {e.Message}", e);
+            throw new ArtifactManifestException($"{path} is not valid manifest JSON: {e.Message}", e);
+        }
+        if (m.FormatVersion != 1)
+            throw new ArtifactManifestException($"{path}: format_version {m.FormatVersion} is not supported (expected 1).");
+        m.Validate(path);
+        return m;
+    }
+
+    /// <summary>Rejects what the JSON serializer lets through: null or missing fields, empty names, negative dims.</summary>
+    private void Validate(string path)
+    {
+        ArtifactManifestException Bad(string field, string expected) => new($"{path}: field '{field}' {expected}.");
+        if (Files is null) throw Bad("files", "is null; expected an object with the graph file names");
+        CheckFileName(path, "files.training_model", Files.TrainingModel);
+        CheckFileName(path, "files.eval_model", Files.EvalModel);
+        CheckFileName(path, "files.optimizer_model", Files.OptimizerModel);
+        CheckFileName(path, "files.inference_model", Files.InferenceModel);
+        CheckFileName(path, "files.checkpoint", Files.Checkpoint);
+        CheckSpecs(path, "inputs", Inputs);
+        CheckSpecs(path, "outputs", Outputs);
+        CheckSpecs(path, "trainable_parameters", TrainableParameters);
+        CheckSpecs(path, "frozen_parameters", FrozenParameters);
+        if (Loss is null) throw Bad("loss", "is null; expected an object (kind, output_name, label_name, ...)");
+        if (Loss.OutputName is null) throw Bad("loss.output_name", "is null; expected the name of the model output the loss reads");
+        if (string.IsNullOrEmpty(Loss.LossOutputName)) throw Bad("loss.loss_output_name", "is missing or empty; expected the scalar loss output name (\"loss\")");
+        if (Loss.Kind != LossKind.None && string.IsNullOrEmpty(Loss.LabelName))
+            throw Bad("loss.label_name", $"is missing or empty; loss '{Loss.Kind}' needs the label input name");
+        if (Optimizer is null) throw Bad("optimizer", "is null; expected an object (kind, learning_rate, ...)");
+        if (!double.IsFinite(Optimizer.LearningRate)) throw Bad("optimizer.learning_rate", "is not finite");
+        if (Opset < 0) throw Bad("opset", $"is {Opset}; expected an opset version >= 0");
+        if (SourceModelSha256 is null) throw Bad("source_model_sha256", "is null; expected a hex string (may be empty)");
+        if (Properties is null) throw Bad("properties", "is null; expected an object of strings");
+        foreach (var kv in Properties)
+            if (kv.Value is null) throw Bad($"properties.{kv.Key}", "is null; expected a string");
+    }
+
+    private static void CheckFileName(string path, string field, string? value)
+    {
+        if (string.IsNullOrEmpty(value))
+            throw new ArtifactManifestException($"{path}: field '{field}' is missing or empty; expected a file name inside the artifacts folder.");
+    }
+
+    private static void CheckSpecs(string path, string field, IReadOnlyList<TensorSpec>? specs)
+    {
+        if (specs is null)
+            throw new ArtifactManifestException($"{path}: field '{field}' is null; expected an array of {{name, element_type, shape}}.");
+        for (var i = 0; i < specs.Count; i++)
+        {
+            var s = specs[i];
+            if (s is null)
+                throw new ArtifactManifestException($"{path}: {field}[{i}] is null; expected {{name, element_type, shape}}.");
+            if (string.IsNullOrEmpty(s.Name))
+                throw new ArtifactManifestException($"{path}: {field}[{i}].name is missing or empty; expected the tensor name.");
+            if (string.IsNullOrEmpty(s.ElementType))
+                throw new ArtifactManifestException($"{path}: {field}[{i}] ('{s.Name}') has no element_type; expected e.g. \"float\".");
+            if (s.Shape is null)
+                throw new ArtifactManifestException($"{path}: {field}[{i}] ('{s.Name}') has no shape; expected an array of dims (numbers >= 0 as strings, or symbols such as \"batch\").");
+            for (var d = 0; d < s.Shape.Count; d++)
+            {
+                var dim = s.Shape[d];
+                if (string.IsNullOrEmpty(dim))
+                    throw new ArtifactManifestException($"{path}: {field}[{i}] ('{s.Name}') dim {d} is null or empty; expected a number >= 0 or a symbol.");
+                if (dim[0] is '-' or '+' && long.TryParse(dim, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var v) && v < 0)
+                    throw new ArtifactManifestException($"{path}: {field}[{i}] ('{s.Name}') dim {d} is {v}; dims must be >= 0 (or a symbol such as \"batch\").");
+            }
         }
     }
 
@@ -216,4 +286,11 @@ public sealed record OptimizerSpec
         OptimizerKind.AdamW => [".exp_avg", ".exp_avg_sq"],
         _ => Momentum != 0 ? [".momentum_buffer"] : [],
     };
+}
+
+/// <summary>An artifacts folder's <c>manifest.json</c> is missing, unreadable or malformed; the message names the file and the field.</summary>
+public sealed class ArtifactManifestException : OnnxTuneException
+{
+    /// <summary>Creates the exception.</summary>
+    public ArtifactManifestException(string message, Exception? inner = null) : base(message, inner) { }
 }

@@ -20,7 +20,12 @@ internal static class TextDataFile
     public static List<TextExample> Read(string path)
     {
         if (!File.Exists(path)) throw new OnnxTuneException($"Data file '{path}' does not exist.");
-        var examples = Path.GetExtension(path).Equals(".csv", StringComparison.OrdinalIgnoreCase) ? ReadCsv(path) : ReadJsonLines(path);
+        List<TextExample> examples;
+        try { examples = Path.GetExtension(path).Equals(".csv", StringComparison.OrdinalIgnoreCase) ? ReadCsv(path) : ReadJsonLines(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.SecurityException)
+        {
+            throw new OnnxTuneException($"Cannot read data file '{path}': {e.Message}", e);
+        }
         if (examples.Count == 0) throw new OnnxTuneException($"Data file '{path}' holds no examples.");
         return examples;
     }
@@ -40,30 +45,54 @@ internal static class TextDataFile
             {
                 var root = doc.RootElement;
                 if (root.ValueKind != JsonValueKind.Object)
-                    throw new OnnxTuneException($"{path}:{lineNo}: expected a JSON object with 'text' and 'label'.");
-                if (!root.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
-                    throw new OnnxTuneException($"{path}:{lineNo}: field 'text' is missing or not a string.");
+                    throw new OnnxTuneException($"{path}:{lineNo}: expected a JSON object with fields 'text' (a string) and 'label' (a string, a number or an array of numbers), got {root.ValueKind.ToString().ToLowerInvariant()}.");
+                if (!TryGet(root, "text", path, lineNo, out var text) || text.ValueKind != JsonValueKind.String)
+                    throw new OnnxTuneException($"{path}:{lineNo}: field 'text' is missing or not a string; expected {{\"text\": \"...\", \"label\": ...}}.");
                 string? label = null;
                 float[]? values = null;
-                if (root.TryGetProperty("label", out var l))
+                if (TryGet(root, "label", path, lineNo, out var l))
                 {
                     switch (l.ValueKind)
                     {
-                        case JsonValueKind.String: label = l.GetString(); break;
-                        case JsonValueKind.Number: label = l.GetRawText(); values = [l.GetSingle()]; break;
+                        case JsonValueKind.String: label = ReadString(l, path, lineNo, "label"); break;
+                        case JsonValueKind.Number: label = l.GetRawText(); values = [ReadFloat(l, path, lineNo, "label")]; break;
                         case JsonValueKind.Array:
-                            values = l.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Number ? e.GetSingle()
-                                : throw new OnnxTuneException($"{path}:{lineNo}: 'label' arrays must hold numbers.")).ToArray();
+                            var i = 0;
+                            values = l.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Number ? ReadFloat(e, path, lineNo, $"label[{i++}]")
+                                : throw new OnnxTuneException($"{path}:{lineNo}: field 'label[{i}]' is {e.ValueKind.ToString().ToLowerInvariant()}; 'label' arrays must hold numbers.")).ToArray();
                             label = l.GetRawText();
                             break;
                         case JsonValueKind.Null: break;
-                        default: throw new OnnxTuneException($"{path}:{lineNo}: 'label' must be a string, a number or an array of numbers.");
+                        default: throw new OnnxTuneException($"{path}:{lineNo}: field 'label' is {l.ValueKind.ToString().ToLowerInvariant()}; expected a string, a number or an array of numbers.");
                     }
                 }
-                result.Add(new TextExample(text.GetString()!, label, values, lineNo));
+                result.Add(new TextExample(ReadString(text, path, lineNo, "text"), label, values, lineNo));
             }
         }
         return result;
+    }
+
+    /// <summary><see cref="JsonElement.TryGetProperty(string, out JsonElement)"/>, which throws
+    /// InvalidOperationException when any key of the object holds an escaped lone surrogate.</summary>
+    private static bool TryGet(JsonElement obj, string name, string path, int line, out JsonElement value)
+    {
+        try { return obj.TryGetProperty(name, out value); }
+        catch (InvalidOperationException x) { throw new OnnxTuneException($"{path}:{line}: a field name is not a valid string ({x.Message}); expected fields 'text' and 'label'.", x); }
+    }
+
+    /// <summary>A string value; an escaped lone surrogate (which <see cref="JsonElement.GetString"/> rejects) becomes a typed error.</summary>
+    private static string ReadString(JsonElement e, string path, int line, string field)
+    {
+        try { return e.GetString()!; }
+        catch (InvalidOperationException x) { throw new OnnxTuneException($"{path}:{line}: field '{field}' is not a valid string ({x.Message}).", x); }
+    }
+
+    /// <summary>A number as a finite float (GetSingle throws FormatException on out-of-range values such as 1e999).</summary>
+    private static float ReadFloat(JsonElement e, string path, int line, string field)
+    {
+        if (!e.TryGetSingle(out var v) || !float.IsFinite(v))
+            throw new OnnxTuneException($"{path}:{line}: field '{field}' is {e.GetRawText()}, which is not a finite 32-bit float.");
+        return v;
     }
 
     private static List<TextExample> ReadCsv(string path)
@@ -74,13 +103,13 @@ internal static class TextDataFile
         var textCol = header.IndexOf("text");
         var labelCol = header.IndexOf("label");
         if (textCol < 0)
-            throw new OnnxTuneException($"{path}: the header row has no 'text' column (columns: {string.Join(", ", header)}).");
+            throw new OnnxTuneException($"{path}:1: the header row has no 'text' column (columns: {string.Join(", ", header)}); expected a header with 'text' and 'label' columns.");
         var result = new List<TextExample>(rows.Count - 1);
         foreach (var (fields, line) in rows.Skip(1))
         {
             if (fields.Count == 1 && fields[0].Length == 0) continue;
             if (fields.Count != header.Count)
-                throw new OnnxTuneException($"{path}:{line}: {fields.Count} fields, but the header has {header.Count}.");
+                throw new OnnxTuneException($"{path}:{line}: {fields.Count} fields, but the header has {header.Count} ({string.Join(", ", header)}).");
             string? label = labelCol < 0 || fields[labelCol].Length == 0 ? null : fields[labelCol];
             float[]? values = label is not null && float.TryParse(label, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? [v] : null;
             result.Add(new TextExample(fields[textCol], label, values, line));

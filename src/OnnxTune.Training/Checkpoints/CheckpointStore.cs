@@ -90,20 +90,25 @@ public static class CheckpointStore
         try
         {
             meta = JsonSerializer.Deserialize<CheckpointMetadata>(File.ReadAllText(metaPath), ArtifactManifest.JsonOptions)
-                ?? throw new CheckpointFormatException($"{metaPath} is empty.");
+                ?? throw new CheckpointFormatException($"{metaPath} holds JSON null; expected a checkpoint object.");
         }
         catch (JsonException e)
         {
             throw new CheckpointFormatException($"{metaPath} is not valid checkpoint JSON: {e.Message}", e);
         }
-        if (meta.FormatVersion != CheckpointMetadata.CurrentFormatVersion)
-            throw new CheckpointFormatException($"{metaPath}: format_version {meta.FormatVersion} is not supported (expected {CheckpointMetadata.CurrentFormatVersion}).");
-        if (!string.IsNullOrEmpty(meta.TensorsSha256))
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.SecurityException)
         {
-            var actual = Sha256(tensorsPath);
-            if (!string.Equals(actual, meta.TensorsSha256, StringComparison.OrdinalIgnoreCase))
-                throw new CheckpointFormatException($"Checkpoint '{directory}': {TensorsFileName} (sha256 {actual[..12]}…) is not the file {MetadataFileName} describes (sha256 {meta.TensorsSha256[..Math.Min(12, meta.TensorsSha256.Length)]}…); the save was interrupted or the files were mixed.");
+            throw new CheckpointFormatException($"Cannot read {metaPath}: {e.Message}", e);
         }
+        Validate(meta, metaPath);
+        string actual;
+        try { actual = Sha256(tensorsPath); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.SecurityException)
+        {
+            throw new CheckpointFormatException($"Checkpoint '{directory}': cannot read {TensorsFileName}: {e.Message}", e);
+        }
+        if (!string.Equals(actual, meta.TensorsSha256, StringComparison.OrdinalIgnoreCase))
+            throw new CheckpointFormatException($"Checkpoint '{directory}': {TensorsFileName} (sha256 {actual[..12]}…) is not the file {MetadataFileName} describes (sha256 {meta.TensorsSha256[..12]}…); the save was interrupted or the files were mixed.");
         SafeTensorsFile tensors;
         try { tensors = SafeTensorsFile.Read(tensorsPath); }
         catch (SafeTensorsFormatException e) { throw new CheckpointFormatException($"Checkpoint '{directory}': {e.Message}", e); }
@@ -115,6 +120,63 @@ public static class CheckpointStore
         }
         return (meta, tensors);
     }
+
+    private static readonly string[] ScheduleKinds = ["constant", "constant-with-warmup", "linear", "cosine"];
+
+    /// <summary>Rejects what the JSON serializer lets through: null or missing fields, bad dims, a missing hash.</summary>
+    private static void Validate(CheckpointMetadata meta, string metaPath)
+    {
+        CheckpointFormatException Bad(string field, string expected) =>
+            new($"{metaPath}: field '{field}' {expected}.");
+        if (meta.FormatVersion != CheckpointMetadata.CurrentFormatVersion)
+            throw new CheckpointFormatException($"{metaPath}: format_version {meta.FormatVersion} is not supported (expected {CheckpointMetadata.CurrentFormatVersion}).");
+        if (meta.Step < 0) throw Bad("step", $"is {meta.Step}; expected an integer >= 0");
+        if (!double.IsFinite(meta.LearningRate) || meta.LearningRate < 0)
+            throw Bad("learning_rate", $"is {meta.LearningRate}; expected a finite number >= 0");
+        // The hash is required: without it a half-finished save (new tensors, old JSON) would load silently.
+        if (string.IsNullOrEmpty(meta.TensorsSha256))
+            throw Bad("tensors_sha256", $"is missing or empty; expected the SHA-256 (64 hex digits) of {TensorsFileName}, so an interrupted save can be detected");
+        if (meta.TensorsSha256.Length != 64 || !meta.TensorsSha256.All(char.IsAsciiHexDigit))
+            throw Bad("tensors_sha256", $"is '{Shorten(meta.TensorsSha256)}'; expected 64 hex digits");
+        if (meta.Optimizer is null) throw Bad("optimizer", "is null; expected an object (kind, learning_rate, ...)");
+        if (meta.Schedule is { } schedule)
+        {
+            if (schedule.Kind is null || !ScheduleKinds.Contains(schedule.Kind))
+                throw Bad("schedule.kind", $"is {(schedule.Kind is null ? "missing" : $"'{Shorten(schedule.Kind)}'")}; expected {string.Join(", ", ScheduleKinds)}");
+            if (!double.IsFinite(schedule.BaseLearningRate) || schedule.BaseLearningRate < 0)
+                throw Bad("schedule.base_learning_rate", $"is {schedule.BaseLearningRate}; expected a finite number >= 0");
+            if (schedule.WarmupSteps < 0) throw Bad("schedule.warmup_steps", $"is {schedule.WarmupSteps}; expected >= 0");
+            if (schedule.TotalSteps < 0) throw Bad("schedule.total_steps", $"is {schedule.TotalSteps}; expected >= 0");
+        }
+        ValidateTensors(meta.Parameters, "parameters", metaPath);
+        ValidateTensors(meta.OptimizerStates, "optimizer_states", metaPath);
+        if (meta.UserProperties is null) throw Bad("user_properties", "is null; expected an object of strings");
+        foreach (var kv in meta.UserProperties)
+            if (kv.Value is null) throw Bad($"user_properties.{kv.Key}", "is null; expected a string");
+    }
+
+    private static void ValidateTensors(IReadOnlyList<CheckpointTensor>? list, string field, string metaPath)
+    {
+        if (list is null)
+            throw new CheckpointFormatException($"{metaPath}: field '{field}' is null; expected an array of {{name, element_type, shape}}.");
+        for (var i = 0; i < list.Count; i++)
+        {
+            var t = list[i];
+            if (t is null)
+                throw new CheckpointFormatException($"{metaPath}: {field}[{i}] is null; expected {{name, element_type, shape}}.");
+            if (string.IsNullOrEmpty(t.Name))
+                throw new CheckpointFormatException($"{metaPath}: {field}[{i}].name is missing or empty; expected the tensor name.");
+            if (t.ElementType is null)
+                throw new CheckpointFormatException($"{metaPath}: {field}[{i}] ('{t.Name}') has no element_type; expected e.g. \"float\".");
+            if (t.Shape is null)
+                throw new CheckpointFormatException($"{metaPath}: {field}[{i}] ('{t.Name}') has no shape; expected an array of dims >= 0.");
+            foreach (var d in t.Shape)
+                if (d < 0)
+                    throw new CheckpointFormatException($"{metaPath}: {field}[{i}] ('{t.Name}') has shape [{string.Join(",", t.Shape)}]; dims must be >= 0.");
+        }
+    }
+
+    private static string Shorten(string s) => s.Length <= 80 ? s : s[..80] + "…";
 
     private static string Sha256(string path)
     {

@@ -86,8 +86,14 @@ public sealed class TensorDataFile
                 throw new DataFileException(name, $"Data tensor '{name}' in '{source}' holds {t.DType} ({ElementTypeOf(t.DType)}), but the model expects {elementType} for {(isLabel ? "the labels" : "that input")}.");
             if (shape is not null)
                 CheckShape(source, name, t.Shape, shape);
-            var rowElements = checked((int)t.Shape.Skip(1).Aggregate(1L, (a, b) => a * b));
-            columns.Add(new Column(name, t, isLabel, rowElements));
+            // With 0 samples the file holds no bytes, so the dims after 0 were never bounded by the data size.
+            long rowElements = 1;
+            foreach (var d in t.Shape.Skip(1))
+                if (d != 0 && rowElements > int.MaxValue / d) { rowElements = -1; break; }
+                else rowElements *= d;
+            if (rowElements < 0 || rowElements > int.MaxValue)
+                throw new DataFileException(name, $"Data tensor '{name}' in '{source}' has shape [{string.Join(",", t.Shape)}]: one sample would hold more than {int.MaxValue} values.");
+            columns.Add(new Column(name, t, isLabel, (int)rowElements));
         }
 
         var first = columns[0];

@@ -50,7 +50,10 @@ public sealed class SafeTensorsFile
             throw new SafeTensorsFormatException($"Safetensors file '{path}' does not exist.");
         byte[] bytes;
         try { bytes = File.ReadAllBytes(path); }
-        catch (IOException e) { throw new SafeTensorsFormatException($"Cannot read safetensors file '{path}': {e.Message}", e); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.SecurityException)
+        {
+            throw new SafeTensorsFormatException($"Cannot read safetensors file '{path}': {e.Message}", e);
+        }
         return Parse(bytes, path);
     }
 
@@ -73,6 +76,7 @@ public sealed class SafeTensorsFile
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header.ToArray()); }
         catch (JsonException e) { throw new SafeTensorsFormatException($"Safetensors '{sourceName}': the header is not valid JSON: {e.Message}", e); }
+        catch (ArgumentException e) { throw new SafeTensorsFormatException($"Safetensors '{sourceName}': the header is not valid UTF-8 JSON: {e.Message}", e); }
 
         using (doc)
         {
@@ -80,21 +84,29 @@ public sealed class SafeTensorsFile
                 throw new SafeTensorsFormatException($"Safetensors '{sourceName}': the header is not a JSON object.");
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
             var entries = new List<(string Name, SafeTensorDType DType, long[] Shape, long Begin, long End)>();
-            foreach (var prop in doc.RootElement.EnumerateObject())
+            // A set, not a scan of the entries: a crafted header with many tensors must not take quadratic time.
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            var sawMetadata = false;
+            foreach (var prop in EnumerateProperties(doc.RootElement, sourceName))
             {
                 if (prop.Name == MetadataKey)
                 {
+                    if (sawMetadata)
+                        throw new SafeTensorsFormatException($"Safetensors '{sourceName}': {MetadataKey} appears twice in the header.");
+                    sawMetadata = true;
                     if (prop.Value.ValueKind != JsonValueKind.Object)
                         throw new SafeTensorsFormatException($"Safetensors '{sourceName}': {MetadataKey} must be an object of strings.");
-                    foreach (var kv in prop.Value.EnumerateObject())
+                    foreach (var kv in EnumerateProperties(prop.Value, sourceName))
                     {
                         if (kv.Value.ValueKind != JsonValueKind.String)
                             throw new SafeTensorsFormatException($"Safetensors '{sourceName}': {MetadataKey}.{kv.Name} is not a string.");
-                        metadata[kv.Name] = kv.Value.GetString()!;
+                        metadata[kv.Name] = ReadString(kv.Value, sourceName, $"{MetadataKey}.{kv.Name}");
                     }
                     continue;
                 }
-                if (entries.Any(e => e.Name == prop.Name))
+                if (prop.Name.Length == 0)
+                    throw new SafeTensorsFormatException($"Safetensors '{sourceName}': the header has a tensor with an empty name; every tensor needs a non-empty name.");
+                if (!names.Add(prop.Name))
                     throw new SafeTensorsFormatException($"Safetensors '{sourceName}': tensor '{prop.Name}' appears twice in the header.");
                 entries.Add(ParseEntry(prop, sourceName));
             }
@@ -121,15 +133,15 @@ public sealed class SafeTensorsFile
         }
     }
 
-    private static (string, SafeTensorDType, long[], long, long) ParseEntry(JsonProperty prop, string source)
+    private static (string, SafeTensorDType, long[], long, long) ParseEntry((string Name, JsonElement Value) prop, string source)
     {
         var name = prop.Name;
         var v = prop.Value;
         if (v.ValueKind != JsonValueKind.Object)
             throw new SafeTensorsFormatException($"Safetensors '{source}': the entry for tensor '{name}' is not an object.");
-        if (!v.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String)
-            throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has no dtype.");
-        var dtype = dt.GetString() switch
+        if (!TryGetProperty(v, "dtype", source, out var dt) || dt.ValueKind != JsonValueKind.String)
+            throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has no dtype string (expected one of F32, F64, I64, I32, BOOL).");
+        var dtype = ReadString(dt, source, $"tensor '{name}' dtype") switch
         {
             "F32" => SafeTensorDType.F32,
             "F64" => SafeTensorDType.F64,
@@ -138,17 +150,19 @@ public sealed class SafeTensorsFile
             "BOOL" => SafeTensorDType.Bool,
             var other => throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has dtype '{other}'; supported: F32, F64, I64, I32, BOOL."),
         };
-        if (!v.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array)
+        if (!TryGetProperty(v, "shape", source, out var sh) || sh.ValueKind != JsonValueKind.Array)
             throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has no shape array.");
         var shape = new long[sh.GetArrayLength()];
         var i = 0;
         foreach (var d in sh.EnumerateArray())
         {
             if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out var dim) || dim < 0)
-                throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has an invalid dim {d} in its shape.");
+                throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has an invalid dim {d.GetRawText()} in its shape (dims must be integers >= 0).");
             shape[i++] = dim;
         }
-        if (!v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2
+        // TryGetInt64 throws (InvalidOperationException) on a non-number, so the kinds are checked first.
+        if (!TryGetProperty(v, "data_offsets", source, out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2
+            || off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number
             || !off[0].TryGetInt64(out var begin) || !off[1].TryGetInt64(out var end) || begin < 0 || end < begin)
             throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' has invalid data_offsets (need [begin, end] with 0 <= begin <= end).");
         long expected;
@@ -157,6 +171,35 @@ public sealed class SafeTensorsFile
         if (end - begin != expected)
             throw new SafeTensorsFormatException($"Safetensors '{source}': tensor '{name}' data_offsets [{begin}, {end}] span {end - begin} bytes but {SafeTensor.HeaderName(dtype)}[{string.Join(",", shape)}] needs {expected}.");
         return (name, dtype, shape, begin, end);
+    }
+
+    /// <summary>The properties of an object; a name with an escaped lone surrogate becomes a format error.</summary>
+    private static List<(string Name, JsonElement Value)> EnumerateProperties(JsonElement obj, string source)
+    {
+        var list = new List<(string, JsonElement)>();
+        foreach (var p in obj.EnumerateObject())
+        {
+            string name;
+            try { name = p.Name; }
+            catch (InvalidOperationException e) { throw new SafeTensorsFormatException($"Safetensors '{source}': a header key is not a valid string: {e.Message}", e); }
+            list.Add((name, p.Value));
+        }
+        return list;
+    }
+
+    /// <summary><see cref="JsonElement.TryGetProperty(string, out JsonElement)"/>, which throws
+    /// InvalidOperationException when any key of the object holds an escaped lone surrogate.</summary>
+    private static bool TryGetProperty(JsonElement obj, string name, string source, out JsonElement value)
+    {
+        try { return obj.TryGetProperty(name, out value); }
+        catch (InvalidOperationException e) { throw new SafeTensorsFormatException($"Safetensors '{source}': a header key is not a valid string: {e.Message}", e); }
+    }
+
+    private static string ReadString(JsonElement e, string source, string field)
+    {
+        // GetString throws InvalidOperationException on an escaped lone surrogate ("\ud800").
+        try { return e.GetString()!; }
+        catch (InvalidOperationException x) { throw new SafeTensorsFormatException($"Safetensors '{source}': {field} is not a valid string: {x.Message}", x); }
     }
 
     /// <summary>Writes the file atomically (temp file, flush, rename). Header padded with spaces to 8 bytes.</summary>
