@@ -75,7 +75,7 @@ public static class DoublePrecisionConverter
         }
     }
 
-    // ONNX Runtime's CPU provider has no float64 Softplus or LeakyRelu: rewrite them with equivalent ops that
+    // ONNX Runtime's CPU provider has no float64 Softplus, LeakyRelu, HardSigmoid or HardSwish: rewrite them with equivalent ops that
     // have one, so checks of graphs using them (e.g. the BCE-with-logits loss) keep float64 tolerances.
     private static void RewriteOpsWithoutDoubleKernels(GraphProto g)
     {
@@ -106,6 +106,22 @@ public static class DoublePrecisionConverter
                 g.Initializer.Add(TensorProtos.Double(zero, [0.0]));
                 g.Initializer.Add(TensorProtos.Double(alphaName, [alpha]));
                 replacement = [Node("Greater", [x, zero], positive), Node("Mul", [x, alphaName], scaled), Node("Where", [positive, x, scaled], y)];
+            }
+            else if (n.OpType is "HardSigmoid" or "HardSwish")
+            {
+                // hardsigmoid(x) = clip(αx + β, 0, 1); hardswish(x) = x · hardsigmoid(x) with α = 1/6, β = 1/2
+                string x = n.Input[0], y = n.Output[0];
+                var swish = n.OpType == "HardSwish";
+                var alpha = swish ? 1.0 / 6 : n.Attribute.FirstOrDefault(a => a.Name == "alpha")?.F ?? 0.2f;
+                var beta = swish ? 0.5 : n.Attribute.FirstOrDefault(a => a.Name == "beta")?.F ?? 0.5f;
+                string alphaName = Name(y), betaName = Name(y), zero = Name(y), one = Name(y), scaled = Name(y), shifted = Name(y);
+                g.Initializer.Add(TensorProtos.Double(alphaName, [alpha]));
+                g.Initializer.Add(TensorProtos.Double(betaName, [beta]));
+                g.Initializer.Add(TensorProtos.Double(zero, [0.0]));
+                g.Initializer.Add(TensorProtos.Double(one, [1.0]));
+                var clipOut = swish ? Name(y) : y;
+                replacement = [Node("Mul", [x, alphaName], scaled), Node("Add", [scaled, betaName], shifted), Node("Clip", [shifted, zero, one], clipOut)];
+                if (swish) replacement.Add(Node("Mul", [x, clipOut], y));
             }
             if (replacement is null) continue;
             g.Node.RemoveAt(i);
