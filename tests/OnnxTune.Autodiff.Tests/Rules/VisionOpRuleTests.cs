@@ -68,17 +68,88 @@ public class VisionOpRuleTests(ITestOutputHelper output)
         Check(f.Output(f.Node("Pad", [w, f.Const("pads", [1, 2, 0, 1]), f.ConstFloat("value", [0f]), f.Const("axes", [2, 0])])), requireDouble: true);
     }
 
+    private static (ModelFactory F, string Y) BatchNormModel(int rank, string scaleName = "w_scale", string biasName = "w_b")
+    {
+        var f = new ModelFactory();
+        long[] dims = rank == 2 ? [5, 4] : rank == 3 ? [3, 4, 5] : [2, 4, 3, 2];
+        var x = f.Param("w_x", dims, -2, 2);
+        var y = f.Node("BatchNormalization", [x, f.Param(scaleName, [4], 0.5, 1.5), f.Param(biasName, [4]), f.Param("running_mean", [4], -0.5, 0.5), f.Param("running_var", [4], 0.5, 1.5)],
+            Attr.Float("epsilon", 1e-3f), Attr.Float("momentum", 0.9f));
+        // A non-linear head so the batch-statistics terms of the gradient matter (sum(R * y) alone is linear in xhat).
+        return (f, f.Node("Mul", [y, f.Node("Tanh", [y])]));
+    }
+
     [Theory]
     [InlineData(2)]
+    [InlineData(3)]
     [InlineData(4)]
-    public void BatchNormalization_with_given_statistics_all_inputs(int rank)
+    public void BatchNormalization_training_mode_uses_batch_statistics(int rank)
     {
-        // The inference form; mean and var get gradients too (the training graph feeds them batch statistics).
+        var (f, y) = BatchNormModel(rank);
+        var report = Check(f.Output(y), requireDouble: true);
+        Assert.DoesNotContain(report.Parameters, p => p.Name.StartsWith("running", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void BatchNormalization_frozen_layer_uses_running_statistics()
+    {
+        // Scale and bias frozen: the layer keeps its running statistics (eval-mode gradient to x).
+        var (f, y) = BatchNormModel(4, "bn_scale", "bn_b");
+        var model = f.Output(y);
+        Check(model, requireDouble: true);
+        var graphs = TrainingGraphBuilder.Build(model, new ParameterSelection { Trainable = ["w*"] }, new LossSpec { Kind = LossKind.Mse }, gradientAccumulation: false);
+        Assert.Empty(graphs.State);
+        Assert.DoesNotContain(graphs.Training.Graph.Node, n => n.OpType == "ReduceSum" && n.Input[0] == "w_x");
+        // Asked otherwise: batch statistics for frozen layers too.
+        var all = TrainingGraphBuilder.Build(model, new ParameterSelection { Trainable = ["w*"] }, new LossSpec { Kind = LossKind.Mse }, gradientAccumulation: false,
+            batchNorm: new BatchNormTraining { Mode = BatchNormMode.AllLayers });
+        Assert.Equal(["running_mean", "running_var"], all.State.Select(s => s.Name));
+        Check(model, requireDouble: true, OnlyW with { BatchNorm = BatchNormMode.AllLayers });
+    }
+
+    [Fact]
+    public void BatchNormalization_eval_mode_everywhere_when_asked()
+    {
+        var (f, y) = BatchNormModel(4);
+        Check(f.Output(y), requireDouble: true, OnlyW with { BatchNorm = BatchNormMode.None });
+    }
+
+    [Fact]
+    public void BatchNormalization_running_statistics_update_as_pytorch()
+    {
+        // running = 0.9 * running + 0.1 * stat, running_var with the unbiased batch variance; the BN output uses the biased one.
         var f = new ModelFactory();
-        long[] dims = rank == 2 ? [3, 4] : [2, 4, 3, 2];
-        var x = f.Param("w_x", dims, -2, 2);
-        var y = f.Node("BatchNormalization", [x, f.Param("w_scale", [4], 0.5, 1.5), f.Param("w_b", [4]), f.Param("w_mean", [4], -0.5, 0.5), f.Param("w_var", [4], 0.5, 1.5)],
-            Attr.Float("epsilon", 1e-3f), Attr.Float("momentum", 0.9f));
-        Check(f.Output(y), requireDouble: true);
+        var x = f.Input("x", DataType.Float, "batch", 2L, 3L);
+        var y = f.Node("BatchNormalization", [x, f.Param("w_scale", [2], 0.5, 1.5), f.Param("w_b", [2]), f.ConstFloat("rm", [0.5f, -1f], 2), f.ConstFloat("rv", [2f, 0.25f], 2)],
+            Attr.Float("epsilon", 1e-5f), Attr.Float("momentum", 0.9f));
+        var model = f.Output(f.Node("ReduceSum", [f.Node("Mul", [y, y])], Attr.Int("keepdims", 0)));
+        var graphs = TrainingGraphBuilder.Build(model, new ParameterSelection(), new LossSpec { Kind = LossKind.None, OutputName = model.Graph.Output[0].Name }, gradientAccumulation: false);
+        Assert.Equal(["rm", "rv"], graphs.State.Select(s => s.Name));
+        Assert.Equal(["rm.running.out", "rv.running.out"], graphs.StateOutputs);
+        Assert.Contains(graphs.Eval.Graph.Input, i => i.Name == "rm");
+        Assert.DoesNotContain(graphs.Trainable, p => p.Name is "rm" or "rv");
+        var data = new float[] { 1, 2, 3, -1, 0, 4, 0.5f, 2, 1, 3, -2, 1 }; // [2, 2, 3]
+        using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(OnnxTune.Onnx.ModelIO.OnnxModelWriter.ToBytes(graphs.Training));
+        var feeds = new Dictionary<string, Microsoft.ML.OnnxRuntime.OrtValue>
+        {
+            ["x"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(data, [2, 2, 3]),
+            ["rm"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(new[] { 0.5f, -1f }, [2]),
+            ["rv"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(new[] { 2f, 0.25f }, [2]),
+            ["w_scale"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(new[] { 1f, 1f }, [2]),
+            ["w_b"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(new[] { 0f, 0f }, [2]),
+        };
+        using var runOptions = new Microsoft.ML.OnnxRuntime.RunOptions();
+        using var outputs = session.Run(runOptions, feeds, ["rm.running.out", "rv.running.out"]);
+        var rm = outputs[0].GetTensorDataAsSpan<float>().ToArray();
+        var rv = outputs[1].GetTensorDataAsSpan<float>().ToArray();
+        for (var c = 0; c < 2; c++)
+        {
+            var v = new[] { 0, 1, 2 }.SelectMany(i => new[] { data[c * 3 + i], data[6 + c * 3 + i] }).Select(a => (double)a).ToArray();
+            var mean = v.Average();
+            var unbiased = v.Sum(a => (a - mean) * (a - mean)) / (v.Length - 1);
+            Assert.Equal(0.9 * (c == 0 ? 0.5 : -1) + 0.1 * mean, rm[c], 5);
+            Assert.Equal(0.9 * (c == 0 ? 2 : 0.25) + 0.1 * unbiased, rv[c], 5);
+        }
+        foreach (var v in feeds.Values) v.Dispose();
     }
 }
