@@ -40,7 +40,7 @@ public sealed record BatchNormTraining
 /// </summary>
 internal static class BatchNormTrainingRewrite
 {
-    public const string RunningOutputSuffix = ".running.out";
+    public const string RunningOutputSuffix = TrainingGraphBuilder.StateOutputSuffix;
 
     /// <summary>The BatchNormalization nodes that use batch statistics, with their running mean/var initializers.</summary>
     public static List<(int Index, string Mean, string Var)> Select(GraphProto graph, ISet<string> trainable, BatchNormMode mode)

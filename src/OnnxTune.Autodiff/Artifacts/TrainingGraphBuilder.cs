@@ -49,6 +49,9 @@ public static class TrainingGraphBuilder
     /// <summary>Suffix of the accumulation buffer input of a parameter's gradient.</summary>
     public const string AccumulationBufferSuffix = ".grad.accumulation.buffer";
 
+    /// <summary>Suffix of the training-graph output with the updated value of a non-trainable state tensor (BN running statistics).</summary>
+    public const string StateOutputSuffix = ".running.out";
+
     /// <summary>Suffix of the accumulated gradient output of a parameter.</summary>
     public const string AccumulationOutputSuffix = ".grad.accumulation.out";
 
