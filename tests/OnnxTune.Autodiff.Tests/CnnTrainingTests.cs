@@ -52,8 +52,9 @@ public sealed class CnnTrainingTests(ITestOutputHelper output) : IDisposable
         var report = GradientChecker.Check(SmallCnn(), new GradientCheckOptions { DimValues = new Dictionary<string, long> { ["batch"] = 4 } });
         foreach (var p in report.Parameters) output.WriteLine($"{p.Name}: rel {p.MaxRelativeError:E2} abs {p.MaxAbsoluteError:E2} {(p.Passed ? "ok" : "FAIL")}");
         Assert.True(report.Passed);
+        Assert.True(report.DoublePrecision, "Conv, ConvTranspose and GlobalAveragePool run through their float64 emulations");
         Assert.DoesNotContain(report.Parameters, p => p.Name.Contains("running", StringComparison.Ordinal));
-        Assert.Equal(9, report.Parameters.Count);
+        Assert.Equal(11, report.Parameters.Count); // 9 weights + the Clip bounds (float initializers, as 'check' takes them)
     }
 
     [Fact]

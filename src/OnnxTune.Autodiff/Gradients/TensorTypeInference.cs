@@ -428,6 +428,20 @@ internal static class TensorTypeInference
                     else if (node.OpType is not ("Conv" or "ConvTranspose") && xs is not null) dims[1] = xs[1];
                     if (node.OpType.StartsWith("Global", StringComparison.Ordinal))
                         for (var i = 2; i < rk; i++) dims[i] = SymDim.One;
+                    else if (node.OpType is "Conv" or "MaxPool" or "AveragePool" && xs is not null && node.GetInt("ceil_mode", 0) == 0)
+                    {
+                        // Static spatial sizes when the input's are: floor((L + pads − d·(K − 1) − 1) / s) + 1.
+                        var kernel = node.GetInts("kernel_shape") ?? (node.OpType == "Conv" && w?.Dims is { } kw && kw.Skip(2).All(v => v.HasValue) ? kw.Skip(2).Select(v => v!.Value).ToArray() : null);
+                        if (kernel is not null && kernel.Length == rk - 2)
+                        {
+                            var geo = Rules.WindowGeometry.Of(node, kernel);
+                            var xdims = xs.Select(d => d.Value).ToArray();
+                            if (geo.StaticPads(xdims) is { } pads)
+                                for (var i = 0; i < kernel.Length; i++)
+                                    if (xdims[i + 2] is { } l)
+                                        dims[i + 2] = SymDim.Of((l + pads[i] + pads[i + kernel.Length] - geo.Dilations[i] * (kernel[i] - 1) - 1) / geo.Strides[i] + 1);
+                        }
+                    }
                     var result = Of(T0, dims);
                     return node.OpType == "MaxPool" ? [result, Of(DataType.Int64, dims)] : [result];
                 }

@@ -75,7 +75,7 @@ public static class DoublePrecisionConverter
         }
     }
 
-    // ONNX Runtime's CPU provider has no float64 Softplus, LeakyRelu, HardSigmoid or HardSwish: rewrite them with equivalent ops that
+    // ONNX Runtime's CPU provider has no float64 Softplus, LeakyRelu, HardSigmoid, HardSwish, Conv, ConvTranspose or GlobalAveragePool: rewrite them with equivalent ops that
     // have one, so checks of graphs using them (e.g. the BCE-with-logits loss) keep float64 tolerances.
     private static void RewriteOpsWithoutDoubleKernels(GraphProto g)
     {
@@ -122,6 +122,33 @@ public static class DoublePrecisionConverter
                 var clipOut = swish ? Name(y) : y;
                 replacement = [Node("Mul", [x, alphaName], scaled), Node("Add", [scaled, betaName], shifted), Node("Clip", [shifted, zero, one], clipOut)];
                 if (swish) replacement.Add(Node("Mul", [x, clipOut], y));
+            }
+            else if (n.OpType is "Conv" or "ConvTranspose")
+                replacement = DoubleConvEmulation.TryRewrite(g, n, Name);
+            else if (n.OpType == "GlobalAveragePool")
+            {
+                // sum over the flattened spatial axes / count, reshaped to [N, C, 1, ...]
+                string x = n.Input[0], y = n.Output[0];
+                string flatShape = Name(y), axes = Name(y), flat = Name(y), sum = Name(y), shape = Name(y), count = Name(y), countF = Name(y),
+                    mean = Name(y), two = Name(y), lead = Name(y), rest = Name(y), zero = Name(y), one = Name(y), restZero = Name(y), restOne = Name(y), target = Name(y),
+                    flatDims = Name(y), big = Name(y), flatSpatial = Name(y), zeroD = Name(y);
+                g.Initializer.Add(TensorProtos.Int64(flatShape, [0, 0, -1], 3));
+                g.Initializer.Add(TensorProtos.Int64(axes, [2], 1));
+                g.Initializer.Add(TensorProtos.Int64(two, [2], 1));
+                g.Initializer.Add(TensorProtos.Int64(zero, [0], 1));
+                g.Initializer.Add(TensorProtos.Int64(one, [1], 1));
+                g.Initializer.Add(TensorProtos.Int64(big, [long.MaxValue], 1));
+                g.Initializer.Add(TensorProtos.Int64(zeroD, [3], 1));
+                replacement =
+                [
+                    Node("Reshape", [x, flatShape], flat), Node("ReduceSum", [flat, axes], sum), Node("Shape", [flat], flatDims),
+                    Node("Slice", [flatDims, two, zeroD], flatSpatial), Node("Cast", [flatSpatial], count), Node("Div", [sum, count], mean),
+                    Node("Shape", [x], shape), Node("Slice", [shape, zero, two], lead), Node("Slice", [shape, two, big], rest),
+                    Node("Mul", [rest, zero], restZero), Node("Add", [restZero, one], restOne), Node("Concat", [lead, restOne], target),
+                    Node("Reshape", [mean, target], y),
+                ];
+                replacement[4].Attribute.Add(new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = (long)DataType.Double });
+                replacement[11].Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 0 });
             }
             if (replacement is null) continue;
             g.Node.RemoveAt(i);

@@ -15,9 +15,9 @@ public class ConvRuleTests(ITestOutputHelper output)
         MaxElementsPerParameter = 40,
     };
 
-    private GradientCheckReport Check(global::Onnx.ModelProto model, GradientCheckOptions? options = null)
+    private GradientCheckReport Check(global::Onnx.ModelProto model, GradientCheckOptions? options = null, bool requireDouble = true)
     {
-        var report = GradientAssert.Passes(model, options ?? Options(), requireDouble: false);
+        var report = GradientAssert.Passes(model, options ?? Options(), requireDouble);
         output.WriteLine($"{(report.DoublePrecision ? "float64" : "float32")}: " + string.Join(", ", report.Parameters.Select(p => $"{p.Name} rel {p.MaxRelativeError:E1}")));
         return report;
     }
@@ -73,6 +73,7 @@ public class ConvRuleTests(ITestOutputHelper output)
         var scaled = f.Node("Mul", [x, f.Param("w_in", [3, 1, 1], 0.5, 1.5)]);
         var y = f.Node("Conv", [scaled, f.Param("w_conv", [4, 3, 3, 3]), f.Param("w_bias", [4])],
             Attr.Ints("strides", 2, 2), Attr.String("auto_pad", "SAME_LOWER"));
-        Check(f.Output(y), Options() with { DimValues = new Dictionary<string, long> { ["batch"] = 2, ["h"] = 6, ["w"] = 5 } });
+        // The weight gradient's kernel (dY's extent) is unknown statically, so the float64 emulation cannot run: float32.
+        Check(f.Output(y), Options() with { DimValues = new Dictionary<string, long> { ["batch"] = 2, ["h"] = 6, ["w"] = 5 } }, requireDouble: false);
     }
 }

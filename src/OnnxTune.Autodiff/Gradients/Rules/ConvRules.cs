@@ -169,8 +169,12 @@ internal sealed class ConvGradient : GradientRule
                 var y5T = ctx.Op("Transpose", [y5], Attr.Ints("perm", [1, 2, 0, .. spatialPerm.Select(a => a + 1)]));
                 dyT = ctx.Op("Reshape", y5T, ctx.Op("Concat", [ctx.Ints(m, -1), ySpatial], Attr.Int("axis", 0)));
             }
-            var conv = ctx.Op("Conv", [xT, dyT], Attr.Ints("strides", geo.Dilations), Attr.Ints("dilations", geo.Strides),
-                Attr.Ints("pads", pads), Attr.Int("group", group));
+            var convAttrs = new List<global::Onnx.AttributeProto> { Attr.Ints("strides", geo.Dilations), Attr.Ints("dilations", geo.Strides), Attr.Ints("pads", pads), Attr.Int("group", group) };
+            // The kernel here is dY: its size is the forward output's, stated when static (float64 checks need it).
+            if (ctx.TypeOf(x)?.Dims is { } xd && xd.Length == k + 2 && xd.Skip(2).All(v => v.HasValue) && xin == x)
+                convAttrs.Add(Attr.Ints("kernel_shape", Enumerable.Range(0, k)
+                    .Select(i => (xd[i + 2]!.Value + pads[i] + pads[i + k] - geo.Dilations[i] * (kernel[i] - 1) - 1) / geo.Strides[i] + 1).ToArray()));
+            var conv = ctx.Op("Conv", [xT, dyT], [.. convAttrs]);
             var cropped = ctx.Op("Slice", conv, ctx.Ints(new long[k]), ctx.Ints(kernel), ctx.Ints(geo.SpatialAxes));
             grads[1] = ctx.Op("Transpose", [cropped], Attr.Ints("perm", [1, 0, .. spatialPerm]));
         }

@@ -74,7 +74,7 @@ internal sealed class AveragePoolGradient : GradientRule
             }
             else convPads = [.. pads];
             for (var i = 0; i < k; i++) convPads[k + i] += geo.Strides[i] - 1; // room for ceil_mode's last window
-            var sums = ctx.Op("Conv", [padded, onesKernel], Attr.Ints("strides", geo.Strides), Attr.Ints("dilations", geo.Dilations), Attr.Ints("pads", convPads));
+            var sums = ctx.Op("Conv", [padded, onesKernel], Attr.Ints("kernel_shape", kernel), Attr.Ints("strides", geo.Strides), Attr.Ints("dilations", geo.Dilations), Attr.Ints("pads", convPads));
             var sumsCropped = ctx.Op("Slice", sums, ctx.Ints(new long[k]), ctx.Op("Slice", ctx.ShapeOf(y), ctx.Ints(2), ctx.Ints(2 + k)), ctx.Ints(geo.SpatialAxes));
             // 1 / D = AveragePool(ones) / S(ones); windows without real elements get no gradient.
             var zero = ctx.ScalarLike(0f, x);
