@@ -76,4 +76,34 @@ public class ConvRuleTests(ITestOutputHelper output)
         // The weight gradient's kernel (dY's extent) is unknown statically, so the float64 emulation cannot run: float32.
         Check(f.Output(y), Options() with { DimValues = new Dictionary<string, long> { ["batch"] = 2, ["h"] = 6, ["w"] = 5 } }, requireDouble: false);
     }
+
+    public static TheoryData<string, int, long[], long[], long[], long[], long, bool> TransposeCases => new()
+    {
+        // name, spatial dims, strides, pads, output_padding, dilations, group, bias
+        { "1d_plain", 1, [1], [0, 0], [0], [1], 1, true },
+        { "1d_stride2_pads_outpad", 1, [2], [1, 0], [1], [1], 1, false },
+        { "2d_stride2_pads", 2, [2, 2], [1, 1, 1, 1], [0, 0], [1, 1], 1, true },
+        { "2d_stride_outpad_dilated", 2, [2, 3], [0, 1, 1, 0], [1, 2], [2, 1], 1, true },
+        { "2d_group2_stride2", 2, [2, 2], [1, 0, 0, 1], [1, 0], [1, 1], 2, true },
+        { "2d_depthwise", 2, [2, 1], [0, 0, 0, 0], [0, 0], [1, 1], 4, false },
+    };
+
+    [Theory]
+    [MemberData(nameof(TransposeCases))]
+    public void ConvTranspose(string name, int spatial, long[] strides, long[] pads, long[] outputPadding, long[] dilations, long group, bool bias)
+    {
+        _ = name;
+        const long c = 4;
+        var mg = 3L; // output channels per group
+        var size = spatial == 1 ? new long[] { 5 } : [4, 3];
+        var kernel = spatial == 1 ? new long[] { 3 } : [3, 2];
+        var f = new ModelFactory(opset: 17);
+        var x = f.Input("x", DataType.Float, ["batch", c, .. size.Cast<object>()]);
+        var scaled = f.Node("Mul", [x, f.Param("w_in", [c, .. size.Select(_ => 1L)], 0.5, 1.5)]);
+        var inputs = new List<string> { scaled, f.Param("w_convt", [c, mg, .. kernel]) };
+        if (bias) inputs.Add(f.Param("w_bias", [mg * group]));
+        var y = f.Node("ConvTranspose", [.. inputs], Attr.Ints("strides", strides), Attr.Ints("pads", pads), Attr.Ints("output_padding", outputPadding),
+            Attr.Ints("dilations", dilations), Attr.Int("group", group));
+        Check(f.Output(y));
+    }
 }

@@ -148,37 +148,85 @@ internal sealed class ConvGradient : GradientRule
                 xin = ctx.Op("Pad", x, padPads);
                 pads = new long[2 * k];
             }
-            var spatialPerm = Enumerable.Range(2, k).Select(i => (long)i).ToArray();
-            string xT, dyT;
-            if (group == 1)
-            {
-                xT = ctx.Op("Transpose", [xin], Attr.Ints("perm", [1, 0, .. spatialPerm]));
-                dyT = ctx.Op("Transpose", [dy], Attr.Ints("perm", [1, 0, .. spatialPerm]));
-            }
-            else
-            {
-                var mg = m / group;
-                var xShape = ctx.ShapeOf(xin);
-                var xSpatial = ctx.Op("Slice", xShape, ctx.Ints(2), ctx.Ints(2 + k));
-                var x5 = ctx.Op("Reshape", xin, ctx.Op("Concat", [ctx.Op("Slice", xShape, ctx.Ints(0), ctx.Ints(1)), ctx.Ints(group, cg), xSpatial], Attr.Int("axis", 0)));
-                var x5T = ctx.Op("Transpose", [x5], Attr.Ints("perm", [2, 1, 0, .. spatialPerm.Select(a => a + 1)]));
-                xT = ctx.Op("Reshape", x5T, ctx.Op("Concat", [ctx.Ints(cg, -1), xSpatial], Attr.Int("axis", 0)));
-                var yShape = ctx.ShapeOf(dy);
-                var ySpatial = ctx.Op("Slice", yShape, ctx.Ints(2), ctx.Ints(2 + k));
-                var y5 = ctx.Op("Reshape", dy, ctx.Op("Concat", [ctx.Op("Slice", yShape, ctx.Ints(0), ctx.Ints(1)), ctx.Ints(group, mg), ySpatial], Attr.Int("axis", 0)));
-                var y5T = ctx.Op("Transpose", [y5], Attr.Ints("perm", [1, 2, 0, .. spatialPerm.Select(a => a + 1)]));
-                dyT = ctx.Op("Reshape", y5T, ctx.Op("Concat", [ctx.Ints(m, -1), ySpatial], Attr.Int("axis", 0)));
-            }
-            var convAttrs = new List<global::Onnx.AttributeProto> { Attr.Ints("strides", geo.Dilations), Attr.Ints("dilations", geo.Strides), Attr.Ints("pads", pads), Attr.Int("group", group) };
-            // The kernel here is dY: its size is the forward output's, stated when static (float64 checks need it).
-            if (ctx.TypeOf(x)?.Dims is { } xd && xd.Length == k + 2 && xd.Skip(2).All(v => v.HasValue) && xin == x)
-                convAttrs.Add(Attr.Ints("kernel_shape", Enumerable.Range(0, k)
-                    .Select(i => (xd[i + 2]!.Value + pads[i] + pads[i + k] - geo.Dilations[i] * (kernel[i] - 1) - 1) / geo.Strides[i] + 1).ToArray()));
-            var conv = ctx.Op("Conv", [xT, dyT], [.. convAttrs]);
-            var cropped = ctx.Op("Slice", conv, ctx.Ints(new long[k]), ctx.Ints(kernel), ctx.Ints(geo.SpatialAxes));
-            grads[1] = ctx.Op("Transpose", [cropped], Attr.Ints("perm", [1, 0, .. spatialPerm]));
+            // The kernel of the weight-gradient Conv is dY: its size is the forward output's (stated when static).
+            long[]? outSpatial = ctx.TypeOf(x)?.Dims is { } xd && xd.Length == k + 2 && xd.Skip(2).All(v => v.HasValue) && xin == x
+                ? Enumerable.Range(0, k).Select(i => (xd[i + 2]!.Value + pads[i] + pads[i + k] - geo.Dilations[i] * (kernel[i] - 1) - 1) / geo.Strides[i] + 1).ToArray()
+                : null;
+            grads[1] = WeightGradient(ctx, xin, dy, m, cg, kernel, geo, pads, group, outSpatial);
         }
 
+        if (ctx.HasInput(2) && ctx.IsRequired(2))
+            grads[2] = ctx.ReduceSum(dy, [0, .. geo.SpatialAxes], keepDims: false);
+        return grads;
+    }
+
+    /// <summary>
+    /// dW of y = Conv(x, W) (W: [M, Cg, K]) from the (padded) input <paramref name="xin"/> and dY: a Conv over
+    /// transposed tensors (x as [Cg, G·N, S], dY as the kernel [M, N, O]) with strides and dilations swapped,
+    /// cropped to K. <paramref name="dySpatial"/>: dY's static spatial sizes (the kernel_shape attribute), if known.
+    /// </summary>
+    internal static string WeightGradient(GradientContext ctx, string xin, string dy, long m, long cg, long[] kernel, WindowGeometry geo, long[] pads, long group, long[]? dySpatial)
+    {
+        var k = kernel.Length;
+        var spatialPerm = Enumerable.Range(2, k).Select(i => (long)i).ToArray();
+        string xT, dyT;
+        if (group == 1)
+        {
+            xT = ctx.Op("Transpose", [xin], Attr.Ints("perm", [1, 0, .. spatialPerm]));
+            dyT = ctx.Op("Transpose", [dy], Attr.Ints("perm", [1, 0, .. spatialPerm]));
+        }
+        else
+        {
+            var mg = m / group;
+            var xShape = ctx.ShapeOf(xin);
+            var xSpatial = ctx.Op("Slice", xShape, ctx.Ints(2), ctx.Ints(2 + k));
+            var x5 = ctx.Op("Reshape", xin, ctx.Op("Concat", [ctx.Op("Slice", xShape, ctx.Ints(0), ctx.Ints(1)), ctx.Ints(group, cg), xSpatial], Attr.Int("axis", 0)));
+            var x5T = ctx.Op("Transpose", [x5], Attr.Ints("perm", [2, 1, 0, .. spatialPerm.Select(a => a + 1)]));
+            xT = ctx.Op("Reshape", x5T, ctx.Op("Concat", [ctx.Ints(cg, -1), xSpatial], Attr.Int("axis", 0)));
+            var yShape = ctx.ShapeOf(dy);
+            var ySpatial = ctx.Op("Slice", yShape, ctx.Ints(2), ctx.Ints(2 + k));
+            var y5 = ctx.Op("Reshape", dy, ctx.Op("Concat", [ctx.Op("Slice", yShape, ctx.Ints(0), ctx.Ints(1)), ctx.Ints(group, mg), ySpatial], Attr.Int("axis", 0)));
+            var y5T = ctx.Op("Transpose", [y5], Attr.Ints("perm", [1, 2, 0, .. spatialPerm.Select(a => a + 1)]));
+            dyT = ctx.Op("Reshape", y5T, ctx.Op("Concat", [ctx.Ints(m, -1), ySpatial], Attr.Int("axis", 0)));
+        }
+        var convAttrs = new List<global::Onnx.AttributeProto> { Attr.Ints("strides", geo.Dilations), Attr.Ints("dilations", geo.Strides), Attr.Ints("pads", pads), Attr.Int("group", group) };
+        if (dySpatial is not null) convAttrs.Add(Attr.Ints("kernel_shape", dySpatial));
+        var conv = ctx.Op("Conv", [xT, dyT], [.. convAttrs]);
+        var cropped = ctx.Op("Slice", conv, ctx.Ints(new long[k]), ctx.Ints(kernel), ctx.Ints(geo.SpatialAxes));
+        return ctx.Op("Transpose", [cropped], Attr.Ints("perm", [1, 0, .. spatialPerm]));
+    }
+}
+
+[GradientRule("ConvTranspose")]
+internal sealed class ConvTransposeGradient : GradientRule
+{
+    // y = ConvTranspose(x, W) is the adjoint of x' = Conv(y', W) (same strides, dilations, pads, group; W [Cin, Cout/G, K]):
+    //   dX = Conv(dY, W) (output_padding only adds rows no window of the Conv reads back: the sizes match)
+    //   dW = the Conv weight gradient with dY as the Conv's input and x as its output gradient
+    //   dB = Σ dY over batch and spatial axes
+    public override IReadOnlyList<string?> Build(GradientContext ctx)
+    {
+        if (ctx.Node.Find("output_shape") is not null || ctx.Node.GetString("auto_pad", "NOTSET") is not ("NOTSET" or ""))
+            throw new OnnxTuneException($"{ctx.Node.Describe()}: the ConvTranspose gradient needs explicit pads (no output_shape or auto_pad).");
+        var x = ctx.Input(0);
+        var w = ctx.Input(1);
+        var dy = ctx.GradOutput(0)!;
+        var wDims = ctx.TypeOf(w)?.Dims;
+        if (wDims is null || wDims.Length < 3 || wDims.Any(d => d is null))
+            throw new OnnxTuneException($"{ctx.Node.Describe()}: the ConvTranspose gradient needs the weight's static shape.");
+        var kernel = wDims.Skip(2).Select(d => d!.Value).ToArray();
+        var geo = WindowGeometry.Of(ctx.Node, kernel);
+        var k = geo.Spatial;
+        var pads = geo.ExplicitPads ?? new long[2 * k];
+        var group = ctx.Node.GetInt("group", 1);
+        var grads = new string?[ctx.InputCount];
+        var attrs = new[] { Attr.Ints("kernel_shape", kernel), Attr.Ints("strides", geo.Strides), Attr.Ints("dilations", geo.Dilations), Attr.Ints("pads", pads), Attr.Int("group", group) };
+        if (ctx.IsRequired(0)) grads[0] = ctx.Op("Conv", [dy, w], attrs);
+        if (ctx.IsRequired(1))
+        {
+            var xSpatial = ctx.TypeOf(x)?.Dims is { } xd && xd.Length == k + 2 && xd.Skip(2).All(v => v.HasValue) ? xd.Skip(2).Select(v => v!.Value).ToArray() : null;
+            grads[1] = ConvGradient.WeightGradient(ctx, dy, x, wDims[0]!.Value, wDims[1]!.Value, kernel, geo, pads, group, xSpatial);
+        }
         if (ctx.HasInput(2) && ctx.IsRequired(2))
             grads[2] = ctx.ReduceSum(dy, [0, .. geo.SpatialAxes], keepDims: false);
         return grads;
