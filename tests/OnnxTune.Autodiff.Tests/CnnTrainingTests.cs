@@ -70,6 +70,9 @@ public sealed class CnnTrainingTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(["bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"], artifacts.Manifest.NonTrainableState.Select(s => s.Name));
         Assert.DoesNotContain(artifacts.Manifest.TrainableParameters, p => p.Name.Contains("running", StringComparison.Ordinal));
         Assert.DoesNotContain(artifacts.Manifest.FrozenParameters, p => p.Name.Contains("running", StringComparison.Ordinal));
+        // ReLU6's bounds are constants under the default selection.
+        Assert.DoesNotContain(artifacts.Manifest.TrainableParameters, p => p.Name.StartsWith("relu6", StringComparison.Ordinal));
+        Assert.Equal(9, artifacts.Manifest.TrainableParameters.Count);
 
         var images = Images(6, 1);
         var labels = new long[] { 0, 1, 2, 3, 1, 2 };

@@ -74,6 +74,13 @@ public static class TrainingGraphBuilder
         batchNorm ??= new BatchNormTraining();
         var runningStats = BatchNormTrainingRewrite.RunningStatistics(source.Graph);
         trainable.RemoveAll(runningStats.Contains);
+        // The default selection (every float initializer) leaves Clip bounds alone: ReLU6's 0 and 6 are constants
+        // in PyTorch (exporters write them as initializers); name them explicitly to train them.
+        if (selection.Trainable.Count == 0 && selection.TrainableNames.Count == 0)
+        {
+            var clipBounds = source.Graph.Node.Where(n => n.OpType == "Clip" && string.IsNullOrEmpty(n.Domain)).SelectMany(n => n.Input.Skip(1)).ToHashSet(StringComparer.Ordinal);
+            trainable.RemoveAll(clipBounds.Contains);
+        }
         var bnNodes = BatchNormTrainingRewrite.Select(source.Graph, trainable.ToHashSet(StringComparer.Ordinal), batchNorm.Mode);
         var stateNames = batchNorm.StatisticsAsState ? bnNodes.SelectMany(n => new[] { n.Mean, n.Var }).ToList() : [];
         var trainableNow = trainable.ToHashSet(StringComparer.Ordinal);

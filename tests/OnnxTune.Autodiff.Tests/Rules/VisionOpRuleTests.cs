@@ -152,4 +152,38 @@ public class VisionOpRuleTests(ITestOutputHelper output)
         }
         foreach (var v in feeds.Values) v.Dispose();
     }
+
+    [Theory]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void InstanceNormalization(int rank)
+    {
+        var f = new ModelFactory();
+        long[] dims = rank == 3 ? [2, 3, 5] : [2, 3, 4, 3];
+        var x = f.Param("w_x", dims, -2, 2);
+        var y = f.Node("InstanceNormalization", [x, f.Param("w_scale", [3], 0.5, 1.5), f.Param("w_b", [3])], Attr.Float("epsilon", 1e-3f));
+        Check(f.Output(f.Node("Mul", [y, f.Node("Tanh", [y])])), requireDouble: true);
+    }
+
+    [Theory]
+    [InlineData("asymmetric", "floor", new[] { 1f, 1f, 2f, 2f })]
+    [InlineData("half_pixel", "round_prefer_floor", new[] { 1f, 1f, 1.5f, 2.5f })]
+    [InlineData("align_corners", "round_prefer_ceil", new[] { 1f, 1f, 0.6f, 1.7f })]
+    public void Resize_nearest(string transform, string rounding, float[] scales)
+    {
+        var f = new ModelFactory(opset: 13);
+        var w = f.Param("w", [2, 3, 4, 3]);
+        var y = f.Node("Resize", [w, "", f.ConstFloat("scales", scales, 4)], Attr.String("mode", "nearest"),
+            Attr.String("coordinate_transformation_mode", transform), Attr.String("nearest_mode", rounding));
+        Check(f.Output(y), requireDouble: false); // ONNX Runtime's Resize has no float64 kernel; nearest is linear in x, so float32 finite differences are exact enough
+    }
+
+    [Fact]
+    public void Resize_nearest_with_sizes()
+    {
+        var f = new ModelFactory(opset: 13);
+        var w = f.Param("w", [1, 2, 5, 4]);
+        var y = f.Node("Resize", [w, "", "", f.Const("sizes", [1, 2, 3, 7])], Attr.String("mode", "nearest"));
+        Check(f.Output(y), requireDouble: false);
+    }
 }

@@ -58,3 +58,40 @@ internal sealed class BatchNormalizationGradient : GradientRule
         return (ctx.Ints(shape), axes);
     }
 }
+
+/// <summary>
+/// InstanceNormalization: per (sample, channel) over the spatial axes, xhat = (x − mean)·rstd, y = scale·xhat + B.
+/// With g = dY·scale: dX = rstd·(g − mean(g) − xhat·mean(g·xhat)); dscale = Σ dY·xhat, dB = Σ dY over batch and
+/// spatial axes. The statistics are recomputed from x (the op has no statistics outputs).
+/// </summary>
+[GradientRule("InstanceNormalization")]
+internal sealed class InstanceNormalizationGradient : GradientRule
+{
+    public override IReadOnlyList<string?> Build(GradientContext ctx)
+    {
+        var x = ctx.Input(0);
+        var scale = ctx.Input(1);
+        var dy = ctx.GradOutput(0)!;
+        var eps = ctx.Node.GetFloat("epsilon", 1e-5f);
+        var rank = ctx.RankOf(x) ?? throw new OnnxTuneException($"{ctx.Node.Describe()}: the InstanceNormalization gradient needs the input's rank.");
+        var spatial = Enumerable.Range(2, rank - 2).Select(i => (long)i).ToArray();
+        var channelShape = ctx.Ints([1, -1, .. Enumerable.Repeat(1L, rank - 2)]);
+        string Sum(string t) => ctx.ReduceSum(t, spatial, keepDims: true);
+        var sum = Sum(x);
+        var count = ctx.Op("Cast", [ctx.Op("Div", ctx.Op("Size", x), ctx.Op("Size", sum))], Attr.Int("to", (long)ctx.ElementTypeOf(x)));
+        string Mean(string t) => ctx.Op("Div", Sum(t), count);
+        var xc = ctx.Op("Sub", x, ctx.Op("Div", sum, count));
+        var rstd = ctx.Op("Reciprocal", ctx.Op("Sqrt", ctx.Op("Add", Mean(ctx.Op("Mul", xc, xc)), ctx.ScalarLike(eps, x))));
+        var xhat = ctx.Op("Mul", xc, rstd);
+        var grads = new string?[ctx.InputCount];
+        if (ctx.IsRequired(0))
+        {
+            var g = ctx.Op("Mul", dy, ctx.Op("Reshape", scale, channelShape));
+            grads[0] = ctx.Op("Mul", rstd, ctx.Op("Sub", ctx.Op("Sub", g, Mean(g)), ctx.Op("Mul", xhat, Mean(ctx.Op("Mul", g, xhat)))));
+        }
+        long[] paramAxes = [0, .. spatial];
+        if (ctx.IsRequired(1)) grads[1] = ctx.ReduceSum(ctx.Op("Mul", dy, xhat), paramAxes, keepDims: false);
+        if (ctx.IsRequired(2)) grads[2] = ctx.ReduceSum(dy, paramAxes, keepDims: false);
+        return grads;
+    }
+}
