@@ -65,6 +65,24 @@ internal static class BatchNormTrainingRewrite
         return result;
     }
 
+    /// <summary>
+    /// BatchNormalization nodes still in training_mode=1 (sources exported in training mode) that use their running
+    /// statistics here: the attribute and the unused running-statistics outputs are dropped (ORT's stock kernel has
+    /// no training mode). Outputs something reads are an error.
+    /// </summary>
+    public static void UseRunningStatistics(GraphProto graph)
+    {
+        var read = graph.Node.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)).ToHashSet(StringComparer.Ordinal);
+        foreach (var n in graph.Node.Where(n => n.OpType == "BatchNormalization" && (string.IsNullOrEmpty(n.Domain) || n.Domain == "ai.onnx")))
+        {
+            if (n.Find("training_mode") is not { } tm) continue;
+            if (tm.I != 0 && n.Output.Skip(1).Any(o => o.Length > 0 && read.Contains(o)))
+                throw new UnsupportedModelException($"{n.Describe()}: training_mode=1 with its running-statistics outputs in use is not supported.");
+            n.Attribute.Remove(tm);
+            while (n.Output.Count > 1) n.Output.RemoveAt(n.Output.Count - 1);
+        }
+    }
+
     /// <summary>Node inputs 3 and 4 that are running statistics (never trainable parameters).</summary>
     public static HashSet<string> RunningStatistics(GraphProto graph) =>
         graph.Node.Where(n => n.OpType == "BatchNormalization" && n.Input.Count >= 5)

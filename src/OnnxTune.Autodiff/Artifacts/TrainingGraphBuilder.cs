@@ -109,6 +109,7 @@ public static class TrainingGraphBuilder
                 }
             }
             if (batchStatistics && bnNodes.Count > 0) BatchNormTrainingRewrite.Apply(editor, bnNodes, stateUpdates);
+            BatchNormTrainingRewrite.UseRunningStatistics(g);
             var trainableSet = trainable.ToHashSet(StringComparer.Ordinal);
             var paramInfos = new List<ValueInfoProto>();
             for (var i = g.Initializer.Count - 1; i >= 0; i--)

@@ -186,4 +186,41 @@ public class VisionOpRuleTests(ITestOutputHelper output)
         var y = f.Node("Resize", [w, "", "", f.Const("sizes", [1, 2, 3, 7])], Attr.String("mode", "nearest"));
         Check(f.Output(y), requireDouble: false);
     }
+
+    [Theory]
+    [InlineData("asymmetric", new[] { 1f, 1f, 2f, 2f })]
+    [InlineData("half_pixel", new[] { 1f, 1f, 1.5f, 0.7f })]
+    [InlineData("pytorch_half_pixel", new[] { 1f, 1f, 2.5f, 1f })]
+    [InlineData("align_corners", new[] { 1f, 1f, 1.7f, 2f })]
+    public void Resize_linear(string transform, float[] scales)
+    {
+        var f = new ModelFactory(opset: 13);
+        var w = f.Param("w", [2, 3, 4, 5]);
+        var y = f.Node("Resize", [w, "", f.ConstFloat("scales", scales, 4)], Attr.String("mode", "linear"), Attr.String("coordinate_transformation_mode", transform));
+        Check(f.Output(y), requireDouble: false); // no float64 Resize kernel; linear in x, so float32 differences are accurate
+    }
+
+    [Fact]
+    public void Resize_linear_1d_with_sizes()
+    {
+        var f = new ModelFactory(opset: 13);
+        var w = f.Param("w", [2, 3, 6]);
+        var y = f.Node("Resize", [w, "", "", f.Const("sizes", [2, 3, 4])], Attr.String("mode", "linear"));
+        Check(f.Output(y), requireDouble: false);
+    }
+
+    [Fact]
+    public void BatchNormalization_exported_in_training_mode_trains_and_evaluates_on_stock_kernels()
+    {
+        // torch.onnx.export(training=TRAINING) writes training_mode=1 (opset 15) with unused running-stat outputs.
+        var f = new ModelFactory(opset: 15);
+        var x = f.Param("w_x", [3, 4, 2], -2, 2);
+        var bn = f.Editor.AddNode("BatchNormalization", [x, f.Param("w_scale", [4], 0.5, 1.5), f.Param("w_b", [4]), f.Param("running_mean", [4], -0.5, 0.5), f.Param("running_var", [4], 0.5, 1.5)],
+            ["bn_y", "bn_rm", "bn_rv"], Attr.Int("training_mode", 1), Attr.Float("momentum", 0.9f));
+        var model = f.Output(f.Node("Mul", [bn.Output[0], f.Node("Tanh", [bn.Output[0]])]));
+        Check(model, requireDouble: true);
+        var graphs = TrainingGraphBuilder.Build(model, new ParameterSelection { Trainable = ["w*"] }, new LossSpec { Kind = LossKind.Mse }, gradientAccumulation: false);
+        foreach (var g in new[] { graphs.Training, graphs.Eval })
+            Assert.All(g.Graph.Node.Where(n => n.OpType == "BatchNormalization"), n => Assert.Null(n.Attribute.FirstOrDefault(a => a.Name == "training_mode")));
+    }
 }
