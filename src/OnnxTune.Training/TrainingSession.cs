@@ -61,6 +61,8 @@ public sealed class TrainingSession : IDisposable
     private readonly BatchSchema _trainSchema;
     private readonly BatchSchema _evalSchema;
     private readonly IReadOnlyList<string> _stateSuffixes;
+    private readonly List<StateBuffer> _stateBuffers = [];
+    private int _stateParity;
     private int _paramParity;
     private int _gradParity;
     private bool _resetPending = true;
@@ -101,6 +103,14 @@ public sealed class TrainingSession : IDisposable
             created.Add(_optimizer);
 
             var parameters = manifest.TrainableParameters.Select(p => (p.Name, ToOrt(p), p.FixedDims)).ToList();
+            foreach (var spec in manifest.NonTrainableState)
+            {
+                var type = ToOrt(spec);
+                var shape = spec.FixedDims;
+                var buffers = new[] { OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, shape), OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, shape) };
+                created.AddRange(buffers);
+                _stateBuffers.Add(new StateBuffer(spec.Name, spec.Name + TrainingGraphBuilder.StateOutputSuffix, type, shape, buffers));
+            }
             CheckArtifacts(parameters, trainingModel.Graph);
             var fused = UseFusedOptimizer(options);
             _store = new TensorStore(parameters, _stateSuffixes, inPlaceUpdates: fused);
@@ -132,6 +142,7 @@ public sealed class TrainingSession : IDisposable
             _trainSchema = BatchSchema.Create(manifest, FirstTrainSession, "training");
             _evalSchema = BatchSchema.Create(manifest, _eval, "eval");
 
+            LoadInferenceModelState();
             var checkpoint = options.CheckpointDirectory ?? Path.Combine(directory, manifest.Files.Checkpoint);
             if (options.CheckpointDirectory is not null || CheckpointStore.Exists(checkpoint))
                 LoadCheckpoint(checkpoint);
@@ -217,6 +228,11 @@ public sealed class TrainingSession : IDisposable
         {
             foreach (var (name, value) in inputs) binding.BindInput(name, value);
             if (!fresh) binding.BindInput(LazyResetGradInput, _resetPending ? _lazyTrue : _lazyFalse);
+            foreach (var s in _stateBuffers)
+            {
+                binding.BindInput(s.Name, s.Values[_stateParity]);
+                binding.BindOutput(s.Output, s.Values[1 - _stateParity]);
+            }
             var start = Stopwatch.GetTimestamp();
             session.RunWithBinding(_runOptions, binding);
             TrainRunTicks += Stopwatch.GetTimestamp() - start;
@@ -226,6 +242,7 @@ public sealed class TrainingSession : IDisposable
             foreach (var (_, value) in inputs) value.Dispose();
         }
         _gradParity ^= 1;
+        if (_stateBuffers.Count > 0) _stateParity ^= 1; // the run wrote the updated running statistics to the other buffers
         _resetPending = false;
         AccumulatedSteps++;
         return ReadScalar(_loss, _lossType);
@@ -271,6 +288,7 @@ public sealed class TrainingSession : IDisposable
         try
         {
             foreach (var (name, value) in inputs) binding.BindInput(name, value);
+            foreach (var s in _stateBuffers) binding.BindInput(s.Name, s.Values[_stateParity]);
             // Outputs allocated by the previous run keep its batch size: let ORT allocate fresh ones each time.
             binding.ClearBoundOutputs();
             foreach (var name in _eval.OutputNames) binding.BindOutputToDevice(name, OrtMemoryInfo.DefaultInstance);
@@ -315,6 +333,33 @@ public sealed class TrainingSession : IDisposable
         TensorStore.WriteFloats(slot.Values[_paramParity], slot.Type, values);
     }
 
+    /// <summary>Names of the non-trainable state tensors (BatchNormalization running statistics) the train steps update.</summary>
+    public IReadOnlyList<string> NonTrainableStateNames => _stateBuffers.Select(s => s.Name).ToArray();
+
+    /// <summary>A float32 copy of a non-trainable state tensor's current value (e.g. a BatchNormalization running_var).</summary>
+    /// <exception cref="OnnxTuneException">No state tensor has that name.</exception>
+    public float[] GetNonTrainableState(string name)
+    {
+        ThrowIfDisposed();
+        var s = StateBufferOf(name);
+        return TensorStore.ReadFloats(s.Values[_stateParity], s.Type);
+    }
+
+    /// <summary>Overwrites a non-trainable state tensor.</summary>
+    /// <exception cref="OnnxTuneException">No state tensor has that name, or the length differs.</exception>
+    public void SetNonTrainableState(string name, ReadOnlySpan<float> values)
+    {
+        ThrowIfDisposed();
+        var s = StateBufferOf(name);
+        var count = s.Shape.Aggregate(1L, (a, b) => a * b);
+        if (values.Length != count)
+            throw new OnnxTuneException($"State tensor '{name}' has {count} elements; {values.Length} values were given.");
+        TensorStore.WriteFloats(s.Values[_stateParity], s.Type, values);
+    }
+
+    private StateBuffer StateBufferOf(string name) => _stateBuffers.FirstOrDefault(s => s.Name == name)
+        ?? throw new OnnxTuneException($"'{name}' is not a non-trainable state tensor of these artifacts (state: {string.Join(", ", _stateBuffers.Select(s => s.Name))}).");
+
     /// <summary>A float32 copy of an optimizer state tensor (<c>&lt;p&gt;.exp_avg</c>, <c>&lt;p&gt;.momentum_buffer</c>...).</summary>
     /// <exception cref="OnnxTuneException">No state tensor has that name.</exception>
     public float[] GetOptimizerState(string name)
@@ -346,8 +391,15 @@ public sealed class TrainingSession : IDisposable
                 states.Add(new CheckpointTensor(state.Name, TypeName(slot.Type), slot.Shape));
             }
         }
+        var stateTensors = new List<CheckpointTensor>();
+        foreach (var s in _stateBuffers)
+        {
+            tensors.Add(new SafeTensor(s.Name, ToSafe(s.Type), s.Shape, TensorStore.ReadBytes(s.Values[_stateParity])));
+            stateTensors.Add(new CheckpointTensor(s.Name, TypeName(s.Type), s.Shape));
+        }
         var metadata = new CheckpointMetadata
         {
+            NonTrainableState = stateTensors,
             Step = Step,
             LearningRate = _learningRate,
             Schedule = _schedule?.State,
@@ -376,6 +428,15 @@ public sealed class TrainingSession : IDisposable
             TensorStore.WriteBytes(slot.Values[_paramParity], tensors.Get(slot.Name).Data);
             foreach (var state in slot.States)
                 TensorStore.WriteBytes(state.Values[_paramParity], tensors.Get(state.Name).Data);
+        }
+        // Older checkpoints (or ones from eval-mode artifacts) carry no running statistics: those keep their values.
+        var savedState = (meta.NonTrainableState ?? []).ToDictionary(t => t.Name, StringComparer.Ordinal);
+        foreach (var s in _stateBuffers)
+        {
+            if (!savedState.TryGetValue(s.Name, out var t)) continue;
+            if (!t.Shape.SequenceEqual(s.Shape))
+                throw new CheckpointMismatchException($"Checkpoint '{directory}': state '{s.Name}' has shape [{string.Join(",", t.Shape)}], but the artifacts expect [{string.Join(",", s.Shape)}].");
+            TensorStore.WriteBytes(s.Values[_stateParity], tensors.Get(s.Name).Data);
         }
         Step = meta.Step;
         _learningRate = meta.LearningRate;
@@ -409,6 +470,17 @@ public sealed class TrainingSession : IDisposable
             t.DataType = (int)(slot.Type == TensorElementType.Double ? DataType.Double : DataType.Float);
             t.RawData = ByteString.CopyFrom(TensorStore.ReadBytes(slot.Values[_paramParity]));
         }
+        foreach (var s in _stateBuffers)
+        {
+            if (!initializers.TryGetValue(s.Name, out var t))
+                throw new InvalidArtifactsException($"{source} has no initializer '{s.Name}' for the state tensor of that name.");
+            t.FloatData.Clear();
+            t.DoubleData.Clear();
+            t.ExternalData.Clear();
+            t.DataLocation = global::Onnx.TensorProto.Types.DataLocation.Default;
+            t.DataType = (int)(s.Type == TensorElementType.Double ? DataType.Double : DataType.Float);
+            t.RawData = ByteString.CopyFrom(TensorStore.ReadBytes(s.Values[_stateParity]));
+        }
         OnnxModelWriter.Save(model, path);
     }
 
@@ -427,6 +499,7 @@ public sealed class TrainingSession : IDisposable
         _optimizer.Dispose();
         _fusedOptimizer?.Dispose();
         _store.Dispose();
+        foreach (var s in _stateBuffers) foreach (var v in s.Values) v.Dispose();
         _loss.Dispose();
         _lazyTrue.Dispose();
         _lazyFalse.Dispose();
@@ -671,6 +744,13 @@ public sealed class TrainingSession : IDisposable
         RequireOutput(_eval, m.Files.EvalModel, m.Loss.LossOutputName);
 
         var known = new HashSet<string>(m.Inputs.Select(i => i.Name), StringComparer.Ordinal) { LazyResetGradInput };
+        foreach (var s in _stateBuffers)
+        {
+            RequireInput(train, trainFile, s.Name, s.Type, s.Shape);
+            RequireOutput(train, trainFile, s.Output);
+            RequireInput(_eval, m.Files.EvalModel, s.Name, s.Type, s.Shape);
+            known.Add(s.Name);
+        }
         if (m.Loss.Kind != LossKind.None && m.Loss.LabelName is { } label) known.Add(label);
         if (m.Loss.SampleWeightName is { } weights) known.Add(weights);
         if (m.Loss.DistillationTargetName is { } teacher) known.Add(teacher);
@@ -755,6 +835,24 @@ public sealed class TrainingSession : IDisposable
                 TensorStore.WriteFloats(slot.Values[_paramParity], slot.Type, values);
         }
     }
+
+    private void LoadInferenceModelState()
+    {
+        if (_stateBuffers.Count == 0) return;
+        var path = Path.Combine(_directory, Manifest.Files.InferenceModel);
+        var model = OnnxModelReader.Load(path);
+        foreach (var s in _stateBuffers)
+        {
+            var t = model.Graph.Initializer.FirstOrDefault(x => x.Name == s.Name)
+                ?? throw new InvalidArtifactsException($"{path} has no initializer '{s.Name}' to initialise the state tensor of that name.");
+            if (s.Type == TensorElementType.Double)
+                TensorStore.WriteBytes(s.Values[_stateParity], System.Runtime.InteropServices.MemoryMarshal.AsBytes(Onnx.Tensors.TensorProtos.ToDoubleArray(t).AsSpan()));
+            else
+                TensorStore.WriteFloats(s.Values[_stateParity], s.Type, Onnx.Tensors.TensorProtos.ToFloatArray(t));
+        }
+    }
+
+    private sealed record StateBuffer(string Name, string Output, TensorElementType Type, long[] Shape, OrtValue[] Values);
 
     private ParameterSlot Slot(string name) => _store.ByName.TryGetValue(name, out var s) ? s
         : throw new OnnxTuneException($"'{name}' is not a trainable parameter of these artifacts (trainable: {string.Join(", ", _store.Slots.Take(10).Select(x => x.Name))}{(_store.Slots.Count > 10 ? ", ..." : "")}).");

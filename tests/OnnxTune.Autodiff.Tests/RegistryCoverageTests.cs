@@ -14,6 +14,9 @@ public class RegistryCoverageTests
         "LogSoftmax", "Exp", "Log", "Sqrt", "Pow", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose",
         "Concat", "Slice", "ReduceMean", "ReduceSum", "Dropout", "Gather", "Erf", "Cast", "Where", "Expand",
         "LayerNormalization", "SoftmaxCrossEntropyLoss",
+        // Issue 13: vision models (torchvision MobileNetV2 / ResNet-18 exports and their usual variants).
+        "Conv", "ConvTranspose", "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+        "Clip", "HardSigmoid", "HardSwish", "Pad", "InstanceNormalization", "Resize",
     };
 
     [Theory]

@@ -22,6 +22,9 @@ public sealed record ArtifactOptions
 
     /// <summary>Gradient rules (default registry when null).</summary>
     public GradientRuleRegistry? Registry { get; init; }
+
+    /// <summary>BatchNormalization training behaviour (default: layers with trainable scale or bias use batch statistics).</summary>
+    public BatchNormTraining BatchNorm { get; init; } = new();
 }
 
 /// <summary>The generated graphs and manifest, before or after they are written.</summary>
@@ -57,7 +60,7 @@ public static class ArtifactBuilder
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(optimizerGraph);
         var opset = TrainingGraphBuilder.CheckModel(model);
-        var graphs = TrainingGraphBuilder.Build(model, options.Selection, options.Loss, gradientAccumulation: true, options.Registry);
+        var graphs = TrainingGraphBuilder.Build(model, options.Selection, options.Loss, gradientAccumulation: true, options.Registry, options.BatchNorm);
         var optimizer = optimizerGraph(graphs.Trainable, options.Optimizer, opset);
 
         var lossOutput = string.IsNullOrEmpty(options.Loss.OutputName) ? model.Graph.Output[0].Name : options.Loss.OutputName;
@@ -78,6 +81,7 @@ public static class ArtifactBuilder
             Outputs = graphs.Outputs,
             TrainableParameters = graphs.Trainable,
             FrozenParameters = graphs.Frozen,
+            NonTrainableState = graphs.State,
             Loss = loss,
             Optimizer = options.Optimizer,
             Opset = Math.Max(opset, MaxOpset(graphs.Training)),

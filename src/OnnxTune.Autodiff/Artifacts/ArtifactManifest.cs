@@ -28,6 +28,14 @@ public sealed record ArtifactManifest
     /// <summary>Frozen parameters (left as initializers in the graphs).</summary>
     public IReadOnlyList<TensorSpec> FrozenParameters { get; init; } = [];
 
+    /// <summary>
+    /// Non-trainable state (BatchNormalization running mean/var of layers training with batch statistics): graph
+    /// inputs of the training and eval graphs; the training graph outputs the updated value of each as
+    /// <c>&lt;name&gt;.running.out</c>, which the runtime writes back after every train step. Carried in checkpoints
+    /// and exported into the inference model.
+    /// </summary>
+    public IReadOnlyList<TensorSpec> NonTrainableState { get; init; } = [];
+
     /// <summary>Loss settings.</summary>
     public LossSpec Loss { get; init; } = new();
 

@@ -19,7 +19,23 @@ public sealed record TrainingGraphs(
     ModelProto Training, ModelProto Eval,
     IReadOnlyList<TensorSpec> Inputs, IReadOnlyList<TensorSpec> Outputs,
     IReadOnlyList<TensorSpec> Trainable, IReadOnlyList<TensorSpec> Frozen,
-    IReadOnlyList<string> GradientOutputs, IReadOnlyList<string> UnusedParameters);
+    IReadOnlyList<string> GradientOutputs, IReadOnlyList<string> UnusedParameters)
+{
+    /// <summary>
+    /// Non-trainable state (running mean/var of BatchNormalization layers that train with batch statistics): graph
+    /// inputs of the training and eval graphs; the training graph outputs each one's update as <see cref="StateOutputs"/>.
+    /// </summary>
+    public IReadOnlyList<TensorSpec> State { get; init; } = [];
+
+    /// <summary>Training-graph output with the updated value of each <see cref="State"/> tensor (same order).</summary>
+    public IReadOnlyList<string> StateOutputs { get; init; } = [];
+
+    /// <summary>
+    /// Forward + loss as the training graph computes it (BatchNormalization with batch statistics), for finite
+    /// differences; null when it equals <see cref="Eval"/>.
+    /// </summary>
+    public ModelProto? TrainModeEval { get; init; }
+}
 
 /// <summary>Builds training and eval graphs (standard ONNX ops only, symbolic batch) from an inference model.</summary>
 public static class TrainingGraphBuilder
@@ -33,6 +49,9 @@ public static class TrainingGraphBuilder
     /// <summary>Suffix of the accumulation buffer input of a parameter's gradient.</summary>
     public const string AccumulationBufferSuffix = ".grad.accumulation.buffer";
 
+    /// <summary>Suffix of the training-graph output with the updated value of a non-trainable state tensor (BN running statistics).</summary>
+    public const string StateOutputSuffix = ".running.out";
+
     /// <summary>Suffix of the accumulated gradient output of a parameter.</summary>
     public const string AccumulationOutputSuffix = ".grad.accumulation.out";
 
@@ -42,24 +61,55 @@ public static class TrainingGraphBuilder
     /// <param name="loss">Loss settings; <see cref="LossSpec.OutputName"/> empty means the first output.</param>
     /// <param name="gradientAccumulation">Emit the accumulation inputs/outputs of the artifacts contract; otherwise output plain gradients named <c>&lt;p&gt;_grad</c>.</param>
     /// <param name="registry">Gradient rules (default registry when null).</param>
-    public static TrainingGraphs Build(ModelProto source, ParameterSelection selection, LossSpec loss, bool gradientAccumulation = true, GradientRuleRegistry? registry = null)
+    /// <param name="batchNorm">BatchNormalization training behaviour (default: trainable layers use batch statistics, running statistics are state).</param>
+    public static TrainingGraphs Build(ModelProto source, ParameterSelection selection, LossSpec loss, bool gradientAccumulation = true, GradientRuleRegistry? registry = null,
+        BatchNormTraining? batchNorm = null)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(selection);
         ArgumentNullException.ThrowIfNull(loss);
         var opset = CheckModel(source);
         var (trainable, frozen) = selection.Resolve(source);
+        // Running statistics are never trainable parameters; those of layers training with batch statistics are state.
+        batchNorm ??= new BatchNormTraining();
+        var runningStats = BatchNormTrainingRewrite.RunningStatistics(source.Graph);
+        trainable.RemoveAll(runningStats.Contains);
+        // The default selection (every float initializer) leaves Clip bounds alone: ReLU6's 0 and 6 are constants
+        // in PyTorch (exporters write them as initializers); name them explicitly to train them.
+        if (selection.Trainable.Count == 0 && selection.TrainableNames.Count == 0)
+        {
+            var clipBounds = source.Graph.Node.Where(n => n.OpType == "Clip" && string.IsNullOrEmpty(n.Domain)).SelectMany(n => n.Input.Skip(1)).ToHashSet(StringComparer.Ordinal);
+            trainable.RemoveAll(clipBounds.Contains);
+        }
+        var bnNodes = BatchNormTrainingRewrite.Select(source.Graph, trainable.ToHashSet(StringComparer.Ordinal), batchNorm.Mode);
+        var stateNames = batchNorm.StatisticsAsState ? bnNodes.SelectMany(n => new[] { n.Mean, n.Var }).ToList() : [];
+        var trainableNow = trainable.ToHashSet(StringComparer.Ordinal);
+        frozen = source.Graph.Initializer.Where(t => OnnxTune.Onnx.Tensors.TensorProtos.IsFloating((DataType)t.DataType))
+            .Select(t => t.Name).Where(n => !trainableNow.Contains(n) && !stateNames.Contains(n)).ToList();
 
         var dataInputs = DataInputs(source);
         var outputs = source.Graph.Output.Select(Spec).ToList();
         var lossOutput = string.IsNullOrEmpty(loss.OutputName) ? source.Graph.Output[0] : source.Graph.Output.FirstOrDefault(o => o.Name == loss.OutputName)
             ?? throw new OnnxTuneException($"The loss output '{loss.OutputName}' is not an output of the model (outputs: {string.Join(", ", source.Graph.Output.Select(o => o.Name))}).");
 
-        ModelProto Make(bool withBackward, out IReadOnlyList<string> gradOutputs, out IReadOnlyList<string> unused)
+        ModelProto Make(bool withBackward, out IReadOnlyList<string> gradOutputs, out IReadOnlyList<string> unused, bool batchStatistics = false, List<(string State, string Output)>? stateUpdates = null)
         {
             var model = source.Clone();
             var g = model.Graph;
             var editor = new GraphEditor(g);
+            if (stateNames.Count > 0)
+            {
+                foreach (var name in stateNames)
+                {
+                    var t = g.Initializer.First(x => x.Name == name);
+                    g.Initializer.Remove(t);
+                    var existing = g.Input.FirstOrDefault(v => v.Name == name);
+                    if (existing is not null) g.Input.Remove(existing);
+                    g.Input.Add(ValueInfos.Tensor(name, (DataType)t.DataType, t.Dims.Select(d => (object?)d).ToArray()));
+                }
+            }
+            if (batchStatistics && bnNodes.Count > 0) BatchNormTrainingRewrite.Apply(editor, bnNodes, stateUpdates);
+            BatchNormTrainingRewrite.UseRunningStatistics(g);
             var trainableSet = trainable.ToHashSet(StringComparer.Ordinal);
             var paramInfos = new List<ValueInfoProto>();
             for (var i = g.Initializer.Count - 1; i >= 0; i--)
@@ -124,16 +174,29 @@ public static class TrainingGraphBuilder
                     names.Add(output);
                 }
             }
+            if (stateUpdates is not null)
+                foreach (var (state, output) in stateUpdates)
+                {
+                    var t = source.Graph.Initializer.First(x => x.Name == state);
+                    g.Output.Add(ValueInfos.Tensor(output, (DataType)t.DataType, t.Dims.Select(d => (object?)d).ToArray()));
+                }
             gradOutputs = names;
             unused = result.UnusedParameters;
             return model;
         }
 
-        var training = Make(true, out var grads, out var unusedParams);
+        var updates = batchNorm.StatisticsAsState ? new List<(string State, string Output)>() : null;
+        var training = Make(true, out var grads, out var unusedParams, batchStatistics: true, stateUpdates: updates);
         var eval = Make(false, out _, out _);
+        var trainModeEval = bnNodes.Count > 0 && !batchNorm.StatisticsAsState ? Make(false, out _, out _, batchStatistics: true) : null;
         var trainSpecs = trainable.Select(n => InitializerSpec(source, n)).ToList();
         var frozenSpecs = frozen.Select(n => InitializerSpec(source, n)).ToList();
-        return new TrainingGraphs(training, eval, dataInputs, outputs, trainSpecs, frozenSpecs, grads, unusedParams);
+        return new TrainingGraphs(training, eval, dataInputs, outputs, trainSpecs, frozenSpecs, grads, unusedParams)
+        {
+            State = stateNames.Select(n => InitializerSpec(source, n)).ToList(),
+            StateOutputs = updates?.Select(u => u.Output).ToList() ?? [],
+            TrainModeEval = trainModeEval,
+        };
     }
 
     /// <summary>Checks opset and domains; returns the default-domain opset.</summary>

@@ -83,6 +83,10 @@ public sealed class GradientContext
     /// <summary>Known small int64 constant value of a tensor (Constant node or initializer).</summary>
     public long[]? ConstantInts(string tensor) => _state.Constants.TryGet(tensor, out var v) ? v : null;
 
+    /// <summary>Values of a float32 initializer (e.g. Resize scales), or null.</summary>
+    public float[]? ConstantFloats(string tensor) =>
+        _state.Editor.Graph.Initializer.FirstOrDefault(t => t.Name == tensor) is { DataType: (int)DataType.Float } t ? TensorProtos.ToFloatArray(t) : null;
+
     /// <summary>A unique intermediate tensor name for this node's backward pass.</summary>
     public string Intermediate(string hint) => _state.Editor.UniqueName(_prefix + hint);
 

@@ -260,7 +260,7 @@ internal static class TensorTypeInference
             case "Where": return [Of(input(1)?.ElementType ?? DataType.Undefined, BroadcastAll(node, input))];
             case "Relu" or "LeakyRelu" or "Sigmoid" or "Tanh" or "Exp" or "Log" or "Sqrt" or "Neg" or "Abs" or "Erf" or "Identity"
                 or "Softmax" or "LogSoftmax" or "Gelu" or "Softplus" or "Elu" or "Selu" or "HardSigmoid" or "Sign" or "Reciprocal"
-                or "Clip" or "Floor" or "Ceil" or "Round" or "Sin" or "Cos" or "BatchNormalization" or "InstanceNormalization":
+                or "Clip" or "Floor" or "Ceil" or "Round" or "Sin" or "Cos" or "InstanceNormalization":
                 return [Same()];
             case "MatMul":
                 {
@@ -415,6 +415,39 @@ internal static class TensorTypeInference
             case "GatherElements": return [Of(T0, Sym(input(1)))];
             case "ScatterND" or "ScatterElements": return [Same()];
             case "OneHot": return [new(input(2)?.ElementType ?? DataType.Float, null)];
+            case "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool" or "LpPool" or "GlobalAveragePool" or "GlobalMaxPool" or "GlobalLpPool":
+                {
+                    // Rank is kept; batch stays, channels are the weight's (Conv/ConvTranspose) or the input's.
+                    var w = input(1);
+                    var rank = xs?.Length ?? (node.OpType is "Conv" or "ConvTranspose" ? w?.Rank : null) ?? node.GetInts("kernel_shape")?.Length + 2;
+                    if (rank is not { } rk) return node.Output.Select(_ => (TensorTypeInfo?)TypeOnly(T0)).ToArray();
+                    var dims = Enumerable.Repeat(SymDim.Unknown, rk).ToArray();
+                    if (xs is not null) dims[0] = xs[0];
+                    if (node.OpType == "Conv" && w?.Dims is { } wd && wd[0] is { } mOut) dims[1] = SymDim.Of(mOut);
+                    else if (node.OpType == "ConvTranspose" && w?.Dims is { } wt && wt[1] is { } mg) dims[1] = SymDim.Of(mg * node.GetInt("group", 1));
+                    else if (node.OpType is not ("Conv" or "ConvTranspose") && xs is not null) dims[1] = xs[1];
+                    if (node.OpType.StartsWith("Global", StringComparison.Ordinal))
+                        for (var i = 2; i < rk; i++) dims[i] = SymDim.One;
+                    else if (node.OpType is "Conv" or "MaxPool" or "AveragePool" && xs is not null && node.GetInt("ceil_mode", 0) == 0)
+                    {
+                        // Static spatial sizes when the input's are: floor((L + pads − d·(K − 1) − 1) / s) + 1.
+                        var kernel = node.GetInts("kernel_shape") ?? (node.OpType == "Conv" && w?.Dims is { } kw && kw.Skip(2).All(v => v.HasValue) ? kw.Skip(2).Select(v => v!.Value).ToArray() : null);
+                        if (kernel is not null && kernel.Length == rk - 2)
+                        {
+                            var geo = Rules.WindowGeometry.Of(node, kernel);
+                            var xdims = xs.Select(d => d.Value).ToArray();
+                            if (geo.StaticPads(xdims) is { } pads)
+                                for (var i = 0; i < kernel.Length; i++)
+                                    if (xdims[i + 2] is { } l)
+                                        dims[i + 2] = SymDim.Of((l + pads[i] + pads[i + kernel.Length] - geo.Dilations[i] * (kernel[i] - 1) - 1) / geo.Strides[i] + 1);
+                        }
+                    }
+                    var result = Of(T0, dims);
+                    return node.OpType == "MaxPool" ? [result, Of(DataType.Int64, dims)] : [result];
+                }
+            case "BatchNormalization":
+                return [Same(), input(3) is { } rm ? Of(rm.ElementType, Sym(rm)) : null, input(4) is { } rv ? Of(rv.ElementType, Sym(rv)) : null];
+            case "HardSwish": return [Same()];
             case "GatherND" or "Resize" or "TopK" or "Einsum":
                 return [TypeOnly(T0)];
             default:

@@ -75,7 +75,7 @@ public static class DoublePrecisionConverter
         }
     }
 
-    // ONNX Runtime's CPU provider has no float64 Softplus or LeakyRelu: rewrite them with equivalent ops that
+    // ONNX Runtime's CPU provider has no float64 Softplus, LeakyRelu, HardSigmoid, HardSwish, Conv, ConvTranspose, GlobalAveragePool or InstanceNormalization: rewrite them with equivalent ops that
     // have one, so checks of graphs using them (e.g. the BCE-with-logits loss) keep float64 tolerances.
     private static void RewriteOpsWithoutDoubleKernels(GraphProto g)
     {
@@ -106,6 +106,73 @@ public static class DoublePrecisionConverter
                 g.Initializer.Add(TensorProtos.Double(zero, [0.0]));
                 g.Initializer.Add(TensorProtos.Double(alphaName, [alpha]));
                 replacement = [Node("Greater", [x, zero], positive), Node("Mul", [x, alphaName], scaled), Node("Where", [positive, x, scaled], y)];
+            }
+            else if (n.OpType is "HardSigmoid" or "HardSwish")
+            {
+                // hardsigmoid(x) = clip(αx + β, 0, 1); hardswish(x) = x · hardsigmoid(x) with α = 1/6, β = 1/2
+                string x = n.Input[0], y = n.Output[0];
+                var swish = n.OpType == "HardSwish";
+                var alpha = swish ? 1.0 / 6 : n.Attribute.FirstOrDefault(a => a.Name == "alpha")?.F ?? 0.2f;
+                var beta = swish ? 0.5 : n.Attribute.FirstOrDefault(a => a.Name == "beta")?.F ?? 0.5f;
+                string alphaName = Name(y), betaName = Name(y), zero = Name(y), one = Name(y), scaled = Name(y), shifted = Name(y);
+                g.Initializer.Add(TensorProtos.Double(alphaName, [alpha]));
+                g.Initializer.Add(TensorProtos.Double(betaName, [beta]));
+                g.Initializer.Add(TensorProtos.Double(zero, [0.0]));
+                g.Initializer.Add(TensorProtos.Double(one, [1.0]));
+                var clipOut = swish ? Name(y) : y;
+                replacement = [Node("Mul", [x, alphaName], scaled), Node("Add", [scaled, betaName], shifted), Node("Clip", [shifted, zero, one], clipOut)];
+                if (swish) replacement.Add(Node("Mul", [x, clipOut], y));
+            }
+            else if (n.OpType is "Conv" or "ConvTranspose")
+                replacement = DoubleConvEmulation.TryRewrite(g, n, Name);
+            else if (n.OpType == "GlobalAveragePool")
+            {
+                // sum over the flattened spatial axes / count, reshaped to [N, C, 1, ...]
+                string x = n.Input[0], y = n.Output[0];
+                string flatShape = Name(y), axes = Name(y), flat = Name(y), sum = Name(y), shape = Name(y), count = Name(y), countF = Name(y),
+                    mean = Name(y), two = Name(y), lead = Name(y), rest = Name(y), zero = Name(y), one = Name(y), restZero = Name(y), restOne = Name(y), target = Name(y),
+                    flatDims = Name(y), big = Name(y), flatSpatial = Name(y), zeroD = Name(y);
+                g.Initializer.Add(TensorProtos.Int64(flatShape, [0, 0, -1], 3));
+                g.Initializer.Add(TensorProtos.Int64(axes, [2], 1));
+                g.Initializer.Add(TensorProtos.Int64(two, [2], 1));
+                g.Initializer.Add(TensorProtos.Int64(zero, [0], 1));
+                g.Initializer.Add(TensorProtos.Int64(one, [1], 1));
+                g.Initializer.Add(TensorProtos.Int64(big, [long.MaxValue], 1));
+                g.Initializer.Add(TensorProtos.Int64(zeroD, [3], 1));
+                replacement =
+                [
+                    Node("Reshape", [x, flatShape], flat), Node("ReduceSum", [flat, axes], sum), Node("Shape", [flat], flatDims),
+                    Node("Slice", [flatDims, two, zeroD], flatSpatial), Node("Cast", [flatSpatial], count), Node("Div", [sum, count], mean),
+                    Node("Shape", [x], shape), Node("Slice", [shape, zero, two], lead), Node("Slice", [shape, two, big], rest),
+                    Node("Mul", [rest, zero], restZero), Node("Add", [restZero, one], restOne), Node("Concat", [lead, restOne], target),
+                    Node("Reshape", [mean, target], y),
+                ];
+                replacement[4].Attribute.Add(new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = (long)DataType.Double });
+                replacement[11].Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 0 });
+            }
+            else if (n.OpType == "InstanceNormalization")
+            {
+                // On the [N, C, P] view: xhat = (x − mean) / sqrt(var + ε) over P, then scale and bias per channel.
+                string x = n.Input[0], scale = n.Input[1], bias = n.Input[2], y = n.Output[0];
+                var eps = n.Attribute.FirstOrDefault(a => a.Name == "epsilon")?.F ?? 1e-5f;
+                string flatShape = Name(y), axes = Name(y), chan = Name(y), epsName = Name(y), two = Name(y), three = Name(y);
+                string flat = Name(y), sum = Name(y), dims = Name(y), p = Name(y), count = Name(y), mean = Name(y), xc = Name(y), sq = Name(y), sqSum = Name(y),
+                    variance = Name(y), ve = Name(y), std = Name(y), xhat = Name(y), s3 = Name(y), b3 = Name(y), scaled = Name(y), shifted = Name(y), shape = Name(y);
+                g.Initializer.Add(TensorProtos.Int64(flatShape, [0, 0, -1], 3));
+                g.Initializer.Add(TensorProtos.Int64(axes, [2], 1));
+                g.Initializer.Add(TensorProtos.Int64(chan, [1, -1, 1], 3));
+                g.Initializer.Add(TensorProtos.Int64(two, [2], 1));
+                g.Initializer.Add(TensorProtos.Int64(three, [3], 1));
+                g.Initializer.Add(TensorProtos.Double(epsName, [eps]));
+                replacement =
+                [
+                    Node("Reshape", [x, flatShape], flat), Node("ReduceSum", [flat, axes], sum), Node("Shape", [flat], dims), Node("Slice", [dims, two, three], p),
+                    Node("Cast", [p], count), Node("Div", [sum, count], mean), Node("Sub", [flat, mean], xc), Node("Mul", [xc, xc], sq),
+                    Node("ReduceSum", [sq, axes], sqSum), Node("Div", [sqSum, count], variance), Node("Add", [variance, epsName], ve), Node("Sqrt", [ve], std),
+                    Node("Div", [xc, std], xhat), Node("Reshape", [scale, chan], s3), Node("Reshape", [bias, chan], b3), Node("Mul", [xhat, s3], scaled),
+                    Node("Add", [scaled, b3], shifted), Node("Shape", [x], shape), Node("Reshape", [shifted, shape], y),
+                ];
+                replacement[4].Attribute.Add(new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = (long)DataType.Double });
             }
             if (replacement is null) continue;
             g.Node.RemoveAt(i);

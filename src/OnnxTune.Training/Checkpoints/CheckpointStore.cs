@@ -34,6 +34,9 @@ public sealed record CheckpointMetadata
     /// <summary>Optimizer state tensors (<c>&lt;p&gt;&lt;suffix&gt;</c>).</summary>
     public IReadOnlyList<CheckpointTensor> OptimizerStates { get; init; } = [];
 
+    /// <summary>Non-trainable state tensors (BatchNormalization running statistics); empty in older checkpoints.</summary>
+    public IReadOnlyList<CheckpointTensor> NonTrainableState { get; init; } = [];
+
     /// <summary>SHA-256 (hex) of <c>tensors.safetensors</c>; detects a half-finished save.</summary>
     public string TensorsSha256 { get; init; } = "";
 
@@ -112,7 +115,7 @@ public static class CheckpointStore
         SafeTensorsFile tensors;
         try { tensors = SafeTensorsFile.Read(tensorsPath); }
         catch (SafeTensorsFormatException e) { throw new CheckpointFormatException($"Checkpoint '{directory}': {e.Message}", e); }
-        foreach (var t in meta.Parameters.Concat(meta.OptimizerStates))
+        foreach (var t in meta.Parameters.Concat(meta.OptimizerStates).Concat(meta.NonTrainableState ?? []))
         {
             var st = tensors.Find(t.Name) ?? throw new CheckpointFormatException($"Checkpoint '{directory}': {MetadataFileName} lists tensor '{t.Name}' but {TensorsFileName} lacks it.");
             if (!st.Shape.SequenceEqual(t.Shape))

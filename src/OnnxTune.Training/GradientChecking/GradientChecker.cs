@@ -33,6 +33,12 @@ public sealed record GradientCheckOptions
     /// <summary>Elements per parameter compared with finite differences (sampled when larger).</summary>
     public int MaxElementsPerParameter { get; init; } = 24;
 
+    /// <summary>
+    /// Which BatchNormalization layers use batch statistics (default: those whose scale or bias is checked); the
+    /// finite differences then run the same batch-statistics forward.
+    /// </summary>
+    public BatchNormMode BatchNorm { get; init; } = BatchNormMode.TrainableLayers;
+
     /// <summary>Try float64 first (tight tolerances); fall back to float32 when a kernel lacks float64.</summary>
     public bool PreferDoublePrecision { get; init; } = true;
 }
@@ -123,21 +129,23 @@ public static class GradientChecker
 
         // Resolve the selection on the user's model, so the check's own R tensor is never a parameter.
         var (trainableNames, _) = options.Selection.Resolve(model);
-        var graphs = TrainingGraphBuilder.Build(work, new ParameterSelection { TrainableNames = trainableNames }, loss, gradientAccumulation: false);
+        var graphs = TrainingGraphBuilder.Build(work, new ParameterSelection { TrainableNames = trainableNames }, loss, gradientAccumulation: false,
+            batchNorm: new BatchNormTraining { Mode = options.BatchNorm, StatisticsAsState = false });
+        var forward = graphs.TrainModeEval ?? graphs.Eval;
         var parameters = graphs.Trainable.Select(p => (p.Name, Values: TensorProtos.ToDoubleArray(work.Graph.Initializer.First(t => t.Name == p.Name)), Shape: p.FixedDims)).ToList();
 
         if (options.PreferDoublePrecision)
         {
             try
             {
-                return Run(DoublePrecisionConverter.Convert(graphs.Training), DoublePrecisionConverter.Convert(graphs.Eval), graphs, parameters, feeds, options, rng, true);
+                return Run(DoublePrecisionConverter.Convert(graphs.Training), DoublePrecisionConverter.Convert(forward), graphs, parameters, feeds, options, rng, true);
             }
             catch (OnnxRuntimeException)
             {
                 // Some kernel has no float64 version (e.g. Erf): fall back to float32 with a looser tolerance.
             }
         }
-        return Run(graphs.Training, graphs.Eval, graphs, parameters, feeds, options, rng, false);
+        return Run(graphs.Training, forward, graphs, parameters, feeds, options, rng, false);
     }
 
     private static GradientCheckReport Run(ModelProto training, ModelProto eval, TrainingGraphs graphs,
