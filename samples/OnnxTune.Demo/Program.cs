@@ -76,7 +76,7 @@ static async Task<int> RunAsync(DemoSettings settings)
             if (receipt.HeldOut) heldOut++;
             else training++;
         }
-        var round = await pendingRound.Task.WaitAsync(TimeSpan.FromMinutes(10));
+        var round = await pendingRound.Task.WaitAsync(TimeSpan.FromMinutes(60)); // a hang guard only: rounds take seconds on an idle machine
         report.Round(wave, training, heldOut, round, Accuracy(story.TestKnown), Accuracy(story.TestNew), classifier.Predict("hello").Version);
         if (wave.Poisoned)
             report.Deleted(await store.DeleteUserAsync(DemoData.BuggyClient));

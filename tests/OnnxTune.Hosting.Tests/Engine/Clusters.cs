@@ -16,12 +16,15 @@ internal static class Clusters
     public const string Input = "features";
     public const string Output = "logits";
 
-    public static string WriteArtifacts(string dir, int seed = 3)
+    /// <summary>Writes the artifacts; <paramref name="weightedAndDistilled"/> adds the sample-weight and distillation inputs text heads have.</summary>
+    public static string WriteArtifacts(string dir, int seed = 3, bool weightedAndDistilled = false)
     {
         var model = new MlpModelBuilder(Features) { InputName = Input, OutputName = Output }.Layer(16).Layer(Classes).Build(seed);
         var artifacts = ArtifactBuilder.Build(model, new ArtifactOptions
         {
-            Loss = new LossSpec { Kind = LossKind.CrossEntropy, OutputName = Output },
+            Loss = weightedAndDistilled
+                ? new LossSpec { Kind = LossKind.CrossEntropy, OutputName = Output, SampleWeightName = "sample_weights", DistillationTargetName = "teacher_logits", DistillationWeightName = "distillation_weights" }
+                : new LossSpec { Kind = LossKind.CrossEntropy, OutputName = Output },
             Optimizer = new OptimizerSpec { Kind = OptimizerKind.AdamW },
         });
         ArtifactBuilder.Save(artifacts, dir);

@@ -94,4 +94,49 @@ public sealed class TrainedBaseTests : IDisposable
         var e = await Assert.ThrowsAsync<TrainedModelMismatchException>(() => Harness.StartAsync(_dir, new ScriptedRound(), o => o.TrainedModelPath = trained));
         Assert.Contains(w.Name, e.Message);
     }
+
+    [Fact]
+    public async Task Real_rounds_with_weights_and_distillation_learn_a_new_class_and_keep_the_old_ones()
+    {
+        // Offline: classes 0-2 only (the replay set too); class 3 arrives through feedback.
+        Clusters.WriteArtifacts(_dir.Sub("artifacts-kd"), weightedAndDistilled: true);
+        var folder = _dir.Sub("trained-kd");
+        var known = Clusters.Sample(600, seed: 11).Where(r => r.Y < 3).ToList();
+        using (var session = TrainingSession.Open(_dir.Sub("artifacts-kd"), new TrainingSessionOptions { Seed = 1 }))
+        {
+            session.LearningRate = 0.02;
+            for (var epoch = 0; epoch < 5; epoch++)
+                foreach (var chunk in known.Chunk(20))
+                {
+                    session.TrainStep(new TrainingBatch()
+                        .Add(Clusters.Input, chunk.SelectMany(r => r.X).ToArray(), chunk.Length, Clusters.Features)
+                        .WithLabels(chunk.Select(r => (long)r.Y).ToArray(), chunk.Length));
+                    session.OptimizerStep();
+                }
+            TrainedModelFolder.Save(session, folder);
+        }
+        Clusters.WriteGoldenSet(Path.Combine(folder, TrainedModelFolder.ReplaySetFileName), known.Take(90));
+        var golden = Clusters.WriteGoldenSet(_dir.Sub("golden-kd.jsonl"), Clusters.Sample(80, seed: 12).Where(r => r.Y < 3));
+        var test = Clusters.Sample(400, seed: 13);
+        await using var h = await Harness.StartAsync(_dir, round: null, o =>
+        {
+            o.ArtifactsPath = _dir.Sub("artifacts-kd");
+            o.TrainedModelPath = folder;
+            o.ModelStorePath = _dir.Sub("store-kd");
+            o.GoldenSetPath = golden;
+            o.LearningRate = 0.01;
+            o.EpochsPerRound = 5;
+            o.MinHeldOutImprovement = 0;
+        });
+        var knownBefore = Clusters.Accuracy(h.Handle, test.Where(r => r.Y < 3).ToList());
+        Assert.Equal(0, Clusters.Accuracy(h.Handle, test.Where(r => r.Y == 3).ToList()));
+        // Feedback: mostly the new class, some known-class corrections, one record weighted up.
+        var feedback = Clusters.Sample(200, seed: 14).Where(r => r.Y == 3).Take(40).Concat(Clusters.Sample(40, seed: 15).Where(r => r.Y < 3)).ToList();
+        foreach (var (x, y) in feedback)
+            await h.Writer.WriteAsync(new Feedback { Tensors = Clusters.Tensors(x), Label = y, Weight = y == 3 ? 1.5f : 1f });
+        var e = await h.NextRoundAsync();
+        Assert.True(e.Outcome == RoundOutcome.Promoted, $"{e.Outcome}: {e.Error}{string.Join("; ", e.Decision?.Reasons ?? [])}");
+        Assert.True(Clusters.Accuracy(h.Handle, test.Where(r => r.Y == 3).ToList()) > 0.9, "the new class is learned");
+        Assert.True(Clusters.Accuracy(h.Handle, test.Where(r => r.Y < 3).ToList()) >= knownBefore - 0.02, "the known classes hold");
+    }
 }
