@@ -60,6 +60,27 @@ public sealed class CnnTrainingTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void Check_passes_on_a_resnet_basic_block_in_float64()
+    {
+        // Conv → BN → Relu → MaxPool(3, stride 2, pad 1) → [Conv → BN → Relu → Conv → BN] + identity → Relu → GAP → Flatten → Gemm
+        var f = new ModelFactory(opset: 17, seed: 9);
+        var x = f.Input("image", DataType.Float, "batch", 3L, 10L, 10L);
+        string Bn(string input, string name, long c) => f.Node("BatchNormalization", [input, f.Param(name + ".weight", [c], 0.8, 1.2), f.Param(name + ".bias", [c], -0.1, 0.1),
+            f.Param(name + ".running_mean", [c], -0.2, 0.2), f.Param(name + ".running_var", [c], 0.8, 1.2)]);
+        string Conv(string input, string name, long cin, long cout, long stride) => f.Node("Conv", [input, f.Param(name, [cout, cin, 3, 3], -0.4, 0.4)],
+            Attr.Ints("strides", stride, stride), Attr.Ints("pads", 1, 1, 1, 1));
+        var stem = f.Node("Relu", [Bn(Conv(x, "conv1.weight", 3, 4, 2), "bn1", 4)]);
+        var pooled = f.Node("MaxPool", [stem], Attr.Ints("kernel_shape", 3, 3), Attr.Ints("strides", 2, 2), Attr.Ints("pads", 1, 1, 1, 1));
+        var branch = Bn(Conv(f.Node("Relu", [Bn(Conv(pooled, "layer1.conv1.weight", 4, 4, 1), "layer1.bn1", 4)]), "layer1.conv2.weight", 4, 4, 1), "layer1.bn2", 4);
+        var block = f.Node("Relu", [f.Node("Add", [branch, pooled])]);
+        var logits = f.Node("Gemm", [f.Node("Flatten", [f.Node("GlobalAveragePool", [block])]), f.Param("fc.weight", [3, 4], -0.5, 0.5), f.Param("fc.bias", [3])], Attr.Int("transB", 1));
+        var report = GradientChecker.Check(f.Output(logits, "batch", 3L), new GradientCheckOptions { DimValues = new Dictionary<string, long> { ["batch"] = 3 } });
+        foreach (var p in report.Parameters) output.WriteLine($"{p.Name}: rel {p.MaxRelativeError:E2} {(p.Passed ? "ok" : "FAIL")}");
+        Assert.True(report.Passed);
+        Assert.True(report.DoublePrecision);
+    }
+
+    [Fact]
     public void Train_steps_update_running_statistics_as_pytorch_and_checkpoint_and_export_carry_them()
     {
         var model = SmallCnn();

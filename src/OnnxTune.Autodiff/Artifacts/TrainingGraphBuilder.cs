@@ -110,6 +110,13 @@ public static class TrainingGraphBuilder
             }
             if (batchStatistics && bnNodes.Count > 0) BatchNormTrainingRewrite.Apply(editor, bnNodes, stateUpdates);
             BatchNormTrainingRewrite.UseRunningStatistics(g);
+            if (batchStatistics && stateUpdates is null && bnNodes.Count > 0)
+            {
+                // Batch statistics without updates (gradient checks): the running statistics are read by nothing.
+                var read = g.Node.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
+                foreach (var t in g.Initializer.Where(t => bnNodes.Any(b => b.Mean == t.Name || b.Var == t.Name) && !read.Contains(t.Name)).ToList())
+                    g.Initializer.Remove(t);
+            }
             var trainableSet = trainable.ToHashSet(StringComparer.Ordinal);
             var paramInfos = new List<ValueInfoProto>();
             for (var i = g.Initializer.Count - 1; i >= 0; i--)
