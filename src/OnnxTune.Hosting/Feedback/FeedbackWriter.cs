@@ -189,7 +189,8 @@ internal sealed class FeedbackWriter(
     double heldOutShare,
     TimeProvider timeProvider,
     OnnxTuneMetrics metrics,
-    ILogger logger) : IFeedbackWriter
+    ILogger logger,
+    ModelHealth? health = null) : IFeedbackWriter
 {
     public async ValueTask<FeedbackReceipt> WriteAsync(Feedback feedback, CancellationToken cancellationToken = default)
     {
@@ -205,7 +206,24 @@ internal sealed class FeedbackWriter(
             Log.FeedbackRejected(logger, modelName, e.Kind, e.Field, e.Message);
             throw;
         }
-        var seq = await store.AppendAsync(record, cancellationToken).ConfigureAwait(false);
+        long seq;
+        try
+        {
+            seq = await store.AppendAsync(record, cancellationToken).ConfigureAwait(false);
+        }
+        catch (FeedbackStoreException e)
+        {
+            health?.OnStoreFailure(e);
+            throw;
+        }
+        catch (Exception e) when (FeedbackStoreErrors.IsStoreError(e))
+        {
+            // A custom store's raw SQLite or file failure is typed here too; the health check reports the store as unwritable.
+            var typed = FeedbackStoreErrors.Wrap(e, store.GetType().Name, "append");
+            health?.OnStoreFailure(typed);
+            throw typed;
+        }
+        health?.OnStoreOk();
         metrics.FeedbackAccepted(modelName, record.HeldOut);
         return new FeedbackReceipt(record.Id, seq, record.HeldOut);
     }

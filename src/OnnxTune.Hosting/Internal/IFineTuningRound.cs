@@ -39,7 +39,14 @@ internal sealed record FineTuningRoundInput(
     int BatchSize,
     double LearningRate,
     int ThreadBudget,
-    string WorkingDirectory);
+    string WorkingDirectory)
+{
+    /// <summary>
+    /// Called by the engine for a record it cannot use (its encoding throws, or its tensors do not fit); the
+    /// engine then goes on without it. The caller quarantines the record. Null: the engine throws as before.
+    /// </summary>
+    public Action<FeedbackRecord, Exception>? RecordFailed { get; init; }
+}
 
 /// <summary>Outputs of one round, all inside the working directory.</summary>
 /// <param name="CandidateModelPath">The candidate inference model (trained weights).</param>
