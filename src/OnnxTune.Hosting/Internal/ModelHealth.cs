@@ -26,7 +26,7 @@ internal sealed class ModelHealth
     public string? ServingFallback { get { lock (_lock) return _servingFallback; } }
 
     public void OnLoopStopped(string reason) { lock (_lock) _loopStopped = reason; }
-    public void OnLoopError(Exception e) { lock (_lock) _loopError = $"{e.GetType().Name}: {e.Message}"; OnStoreFailure(e); }
+    public void OnLoopError(Exception e) { lock (_lock) _loopError = Describe(e); }
     public void OnLoopOk() { lock (_lock) _loopError = null; }
 
     public void OnRoundFailed(Exception? e)
@@ -34,10 +34,12 @@ internal sealed class ModelHealth
         lock (_lock)
         {
             _consecutiveFailedRounds++;
-            _lastRoundFailure = e is null ? "unknown error" : $"{e.GetType().Name}: {e.Message}";
+            _lastRoundFailure = e is null ? "unknown error" : Describe(e);
         }
-        if (e is not null) OnStoreFailure(e);
     }
+
+    private static string Describe(Exception e) =>
+        e is FeedbackStoreException f ? $"feedback store {f.Kind} ({f.Operation}): {f.Message}" : $"{e.GetType().Name}: {e.Message}";
 
     public void OnRoundFinished()
     {
@@ -48,7 +50,7 @@ internal sealed class ModelHealth
         }
     }
 
-    /// <summary>Records a store failure found anywhere in <paramref name="e"/>'s chain.</summary>
+    /// <summary>Records a failed feedback write (the writer clears it on the next success): feedback is being lost.</summary>
     public void OnStoreFailure(Exception e)
     {
         for (var x = e; x is not null; x = x.InnerException)
