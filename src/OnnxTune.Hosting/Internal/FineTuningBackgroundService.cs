@@ -86,8 +86,8 @@ internal sealed class FineTuningBackgroundService : BackgroundService
     {
         if (_engine is null)
         {
+            // Serving only, by configuration: not a failure.
             Log.NoTrainingEngine(_logger, _model.Name);
-            _model.Health.OnLoopStopped("no fine-tuning engine is registered");
             return;
         }
         var failures = 0;

@@ -77,6 +77,13 @@ public sealed class ModelVersionStore : IDisposable
             TryDeleteDirectory(leftover);
         foreach (var leftover in Directory.EnumerateDirectories(Root, TrashPrefix + "*"))
             TryDeleteDirectory(leftover);
+        // A pointer write interrupted before its rename leaves AtomicFile's temp file.
+        foreach (var leftover in Directory.EnumerateFiles(Root, $".{CurrentFileName}.*.tmp"))
+        {
+            try { File.Delete(leftover); }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
         RemoveOrphans();
     }
 
