@@ -422,9 +422,9 @@ public sealed class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaintenance, 
                 var typed = FeedbackStoreErrors.Wrap(e, Path, operation);
                 // The connection may be unusable after an I/O error: reopen on the next call.
                 if (typed.Kind is not FeedbackStoreErrorKind.Busy) CloseConnection();
-                if (typed.Kind == FeedbackStoreErrorKind.IO && !FolderWritable())
+                if (typed.Kind == FeedbackStoreErrorKind.IO && (!FolderWritable() || !FileWritable(Path) || !FileWritable(Path + "-wal")))
                     typed = new FeedbackStoreException(FeedbackStoreErrorKind.ReadOnly, Path, operation,
-                        $"Feedback store '{Path}': {operation} failed (ReadOnly): the folder cannot be written: {e.Message}", e);
+                        $"Feedback store '{Path}': {operation} failed (ReadOnly): the database or its folder cannot be written: {e.Message}", e);
                 throw typed;
             }
         }
@@ -436,6 +436,20 @@ public sealed class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaintenance, 
         try
         {
             using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose)) { }
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    private static bool FileWritable(string path)
+    {
+        try
+        {
+            if (!File.Exists(path)) return true;
+            using (File.OpenHandle(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete)) { }
             return true;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -320,7 +320,8 @@ public sealed class RoundSafetyTests : IDisposable
         using var host = builder.Build();
         var e = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
         Assert.Contains(e.Failures, f => f.Contains("OnDeviceFineTuning:a:ModelStorePath", StringComparison.Ordinal) && f.Contains("model 'b'", StringComparison.Ordinal));
-        Assert.Contains(e.Failures, f => f.Contains("OnDeviceFineTuning:c:FeedbackDatabasePath", StringComparison.Ordinal) && f.Contains("model 'a'", StringComparison.Ordinal));
+        // Start-up validation stops at the first model that fails; its failures name every model it collides with.
+        Assert.Contains(e.Failures, f => f.Contains("OnDeviceFineTuning:a:FeedbackDatabasePath", StringComparison.Ordinal) && f.Contains("model 'c'", StringComparison.Ordinal));
     }
 
     /// <summary>Fails every trigger check with a typed busy error while <see cref="Failing"/> is set.</summary>

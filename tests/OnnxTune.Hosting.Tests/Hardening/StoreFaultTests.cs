@@ -75,25 +75,57 @@ public sealed class StoreFaultTests : IDisposable
     }
 
     [Fact]
-    public async Task A_store_folder_that_turns_read_only_gives_typed_errors_not_a_crash()
+    public async Task A_read_only_store_folder_is_refused_at_open_with_a_typed_error()
     {
         var folder = Directory.CreateDirectory(_dir.Sub("ro")).FullName;
         var path = Path.Combine(folder, "fb.db");
-        using var store = new SqliteFeedbackStore(path);
-        await store.AppendAsync(Record("a"));
-        // EXCLUSIVE locking mode keeps the WAL index in heap memory: no -shm file is mapped, so nothing can SIGBUS.
-        Assert.True(File.Exists(path + "-wal"));
-        Assert.False(File.Exists(path + "-shm"));
+        using (var store = new SqliteFeedbackStore(path))
+        {
+            await store.AppendAsync(Record("a"));
+            // EXCLUSIVE locking mode keeps the WAL index in heap memory: no -shm file is mapped, so nothing can SIGBUS.
+            Assert.True(File.Exists(path + "-wal"));
+            Assert.False(File.Exists(path + "-shm"));
+        }
         using (MakeReadOnly(folder))
         {
-            var e = await Assert.ThrowsAsync<FeedbackStoreException>(() => store.AppendAsync(Record("b")).AsTask());
-            Assert.Equal(FeedbackStoreErrorKind.ReadOnly, e.Kind);
-            var reopen = Assert.Throws<FeedbackStoreException>(() => new SqliteFeedbackStore(Path.Combine(folder, "other.db")));
-            Assert.Equal(FeedbackStoreErrorKind.ReadOnly, reopen.Kind);
+            Assert.Equal(FeedbackStoreErrorKind.ReadOnly, Assert.Throws<FeedbackStoreException>(() => new SqliteFeedbackStore(path)).Kind);
+            Assert.Equal(FeedbackStoreErrorKind.ReadOnly, Assert.Throws<FeedbackStoreException>(() => new SqliteFeedbackStore(Path.Combine(folder, "new.db"))).Kind);
         }
-        // Writable again: the same store object goes on.
-        Assert.Equal(3, await store.AppendAsync(Record("c")));
-        Assert.Equal(["a", "c"], (await store.GetTrainingSinceAsync(0, 10)).Select(r => r.Id));
+        using var again = new SqliteFeedbackStore(path);
+        Assert.Equal(["a"], (await again.GetTrainingSinceAsync(0, 10)).Select(r => r.Id));
+    }
+
+    [Fact]
+    public async Task A_database_that_turns_unwritable_while_open_gives_typed_errors_from_WriteAsync_and_unhealthy()
+    {
+        // An existing file descriptor keeps writing through a read-only remount; an immutable file refuses it (root only).
+        if (!OperatingSystem.IsLinux() || Environment.UserName != "root")
+        {
+            Assert.NotEqual("root", Environment.UserName);
+            return;
+        }
+        await using var h = await Harness.StartAsync(_dir, new ScriptedRound());
+        await h.WriteFeedbackAsync(2, label: 1, seed: 3);
+        var db = ((SqliteFeedbackStore)h.Store).Path;
+        var files = new[] { db, db + "-wal" }.Where(File.Exists).ToArray();
+        foreach (var f in files) Assert.True(Run("chattr", "+i", f), $"chattr +i {f}");
+        try
+        {
+            var e = await Assert.ThrowsAsync<FeedbackStoreException>(() => h.WriteFeedbackAsync(1, label: 1, seed: 4));
+            Assert.Equal(FeedbackStoreErrorKind.ReadOnly, e.Kind);
+            Assert.Equal("append", e.Operation);
+            var health = await HealthAsync(h);
+            Assert.Equal(HealthStatus.Unhealthy, health.Status);
+            Assert.Equal("ReadOnly", health.Entries["onnxtune"].Data["store_error"]);
+            Assert.Equal(0, h.PredictedClass()); // serving goes on
+        }
+        finally
+        {
+            foreach (var f in files) Run("chattr", "-i", f);
+        }
+        await h.WriteFeedbackAsync(1, label: 1, seed: 5);
+        Assert.Equal(HealthStatus.Healthy, (await HealthAsync(h)).Status);
+        Assert.Equal(3, (await h.Store.GetTrainingSinceAsync(0, 100)).Count + (await h.Store.GetHeldOutAsync(100)).Count);
     }
 
     [Fact]
