@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
 
 namespace OnnxTune.Hosting.Tests.Hardening;
@@ -38,6 +39,10 @@ public sealed class ClockJumpTests : IDisposable
         clock.Jump = TimeSpan.FromDays(-365);
         time.Advance(TimeSpan.FromMinutes(11));
         Assert.True(await h.Service.ShouldRunAsync(default)); // 11 real minutes passed although the wall clock went back a year
+        // The loop was stopped above: the health check says so.
+        var health = await h.Host.Services.GetRequiredService<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckService>().CheckHealthAsync();
+        Assert.Equal(Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Unhealthy, health.Status);
+        Assert.Contains("fine-tuning loop stopped", health.Entries["onnxtune"].Description, StringComparison.Ordinal);
     }
 
     [Fact]
