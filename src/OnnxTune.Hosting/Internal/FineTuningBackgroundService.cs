@@ -82,6 +82,19 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             await _model.Store.SetStateAsync(RoundKey, provenance.Round.ToString(CultureInfo.InvariantCulture), ct).ConfigureAwait(false);
     }
 
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await base.StopAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Also when the loop never started (a stop right after start cancels it before its first line).
+            _model.Health.OnLoopStopped("the host is stopping");
+        }
+    }
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         if (_engine is null)

@@ -25,7 +25,7 @@ internal sealed class ModelHealth
     public FeedbackStoreException? StoreError { get { lock (_lock) return _storeError; } }
     public string? ServingFallback { get { lock (_lock) return _servingFallback; } }
 
-    public void OnLoopStopped(string reason) { lock (_lock) _loopStopped = reason; }
+    public void OnLoopStopped(string reason) { lock (_lock) _loopStopped ??= reason; }
     public void OnLoopError(Exception e) { lock (_lock) _loopError = Describe(e); }
     public void OnLoopOk() { lock (_lock) _loopError = null; }
 
