@@ -129,6 +129,33 @@ public sealed class StoreFaultTests : IDisposable
     }
 
     [Fact]
+    public async Task An_unwritable_shm_file_left_by_another_sqlite_user_is_never_mapped()
+    {
+        // The SIGBUS of the issue: SQLite maps <db>-shm in shared-memory WAL mode; an unwritable or truncated one kills the
+        // process on first access. The store runs in EXCLUSIVE locking mode, which keeps the WAL index in heap memory.
+        if (!OperatingSystem.IsLinux() || Environment.UserName != "root")
+        {
+            Assert.NotEqual("root", Environment.UserName);
+            return;
+        }
+        var path = _dir.Sub("shm.db");
+        using (var store = new SqliteFeedbackStore(path)) await store.AppendAsync(Record("a"));
+        File.WriteAllBytes(path + "-shm", []);
+        Assert.True(Run("chattr", "+i", path + "-shm"));
+        try
+        {
+            using var store = new SqliteFeedbackStore(path);
+            Assert.Equal(2, await store.AppendAsync(Record("b")));
+            Assert.Equal(["a", "b"], (await store.GetTrainingSinceAsync(0, 10)).Select(r => r.Id));
+            Assert.Equal(0, new FileInfo(path + "-shm").Length);
+        }
+        finally
+        {
+            Run("chattr", "-i", path + "-shm");
+        }
+    }
+
+    [Fact]
     public async Task A_vanished_store_folder_gives_a_typed_error_instead_of_writing_into_a_deleted_file()
     {
         var folder = Directory.CreateDirectory(_dir.Sub("gone")).FullName;
