@@ -197,6 +197,16 @@ public sealed class OnDeviceFineTuningOptions
     [Range(1, 1_000_000)]
     public int MaxTextLength { get; set; } = DefaultMaxTextLength;
 
+    /// <summary>Gets or sets the largest magnitude accepted in a float feedback tensor (larger values are rejected on write: they overflow the optimizer state).</summary>
+    /// <value>The default value is 1e6.</value>
+    [Range(1e-6, 1e30)]
+    public double MaxFeedbackValue { get; set; } = 1e6;
+
+    /// <summary>Gets or sets the most elements one feedback tensor may hold.</summary>
+    /// <value>The default value is 1,048,576.</value>
+    [Range(1, 1 << 28)]
+    public int MaxFeedbackTensorElements { get; set; } = 1 << 20;
+
     /// <summary>Configuration path used in validation messages (set by registration and BindConfiguration).</summary>
     internal string? ConfigurationPath { get; set; }
 }

@@ -38,6 +38,7 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
 
         var registry = GetRegistry(services);
         if (!registry.Add(name)) return builder;
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<OnDeviceFineTuningOptions>, SharedStoreOptionsValidator>());
 
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton<FineTuningEvents>();
@@ -46,7 +47,7 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
         services.TryAddKeyedSingleton<IFeedbackStore>(name, (sp, _) =>
         {
             var o = sp.GetRequiredService<IOptionsMonitor<OnDeviceFineTuningOptions>>().Get(name);
-            return new SqliteFeedbackStore(o.FeedbackDatabasePath ?? Path.Combine(o.ModelStorePath, "feedback.db"));
+            return new SqliteFeedbackStore(o.FeedbackDatabasePath ?? Path.Combine(o.ModelStorePath, "feedback.db"), sp.GetRequiredService<TimeProvider>());
         });
         // Text models (a tokenizer in the manifest) get the BERT encoder and a text classifier; others pass tensors through.
         services.TryAddKeyedSingleton(name, (sp, _) => new TextModelServices(sp.GetRequiredKeyedService<FineTunedModel>(name)));
@@ -72,6 +73,7 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
         services.AddKeyedSingleton<IModelHandle>(name, (sp, _) => sp.GetRequiredKeyedService<FineTunedModel>(name).Handle);
         services.AddKeyedSingleton(name, (sp, _) => sp.GetRequiredKeyedService<FineTunedModel>(name).Writer);
         services.AddKeyedSingleton(name, (sp, _) => sp.GetRequiredKeyedService<FineTunedModel>(name).Versions);
+        services.AddKeyedSingleton<IFineTuningAdmin>(name, (sp, _) => new FineTuningAdmin(sp.GetRequiredKeyedService<FineTunedModel>(name)));
         if (name.Length == 0)
         {
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<IModelHandle>(name));
@@ -79,6 +81,7 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<IFeedbackStore>(name));
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<ModelVersionStore>(name));
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<ITextClassifier>(name));
+            services.TryAddSingleton(sp => sp.GetRequiredKeyedService<IFineTuningAdmin>(name));
         }
         services.AddSingleton<IHostedService>(sp => new FineTuningBackgroundService(
             sp.GetRequiredKeyedService<FineTunedModel>(name),

@@ -11,12 +11,22 @@
 //     PROMOTED <version>         a round promoted its candidate and it is serving
 //     ROUND_COMPLETED <round> <outcome>
 //     STOPPED                    graceful exit after --stop-after-version was promoted
+//     CRASH <point>              --crash-at <point> [--crash-hit N]: printed just before the process SIGKILLs itself at the
+//                                N-th (default 1st) hit of that promotion step (after-version-folder, after-pointer,
+//                                after-watermark, during-prune); --keep-versions K sets KeepVersions
+//   hold <work>
+//     READY <serving>            the host started and holds the store until the process is killed
 //   verify <work>
+//     LOCKED <pid> <host>        the store is held by another process (StoreLockedException); exit code 4
 //     SERVING <serving>          IModelHandle.ServingVersion right after start
 //     PROBE <serving> <floats>
 //     RECORD <id>                every feedback record in the store (training and held-out)
 //     RECORDS <count>
 //     VERSIONS <v1,v2,...>       complete version folders
+//     WATERMARK <seq>            the training watermark after start (reconciled)
+//     UPTO <seq|none>            the serving version's provenance upTo sequence
+//     LOADS <v> <ok|error>       every listed version opened in an InferenceSession
+//     LEFTOVERS <names>          entries of the versions folder that are not version folders or the pointer
 //
 // Logs go to stderr. The process ends itself after --lifetime-seconds (default 120) so that it cannot outlive a
 // crashed test run.
@@ -26,13 +36,14 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using OnnxTune.Hosting;
 
-if (args.Length < 2 || args[0] is not ("feed" or "verify"))
+if (args.Length < 2 || args[0] is not ("feed" or "verify" or "hold"))
 {
-    await Console.Error.WriteLineAsync("usage: OnnxTune.Hosting.KillTarget feed|verify <work-folder> [options]");
+    await Console.Error.WriteLineAsync("usage: OnnxTune.Hosting.KillTarget feed|verify|hold <work-folder> [options]");
     return 2;
 }
 var mode = args[0];
 var work = Path.GetFullPath(args[1]);
+var crashAt = TakeOption(ref args, "crash-at");
 var options = ParseOptions(args.AsSpan(2));
 int Option(string name, int fallback) => options.TryGetValue(name, out var v) ? v : fallback;
 
@@ -59,12 +70,43 @@ builder.Services.AddOnDeviceFineTuning(o =>
     o.LearningRate = 0.01;
     o.TrainingThreads = 1;
     o.InferenceThreads = 1;
+    o.KeepVersions = Option("keep-versions", 5);
     // verify must not start a round of its own over the feedback the killed round left pending.
     o.CheckInterval = mode == "feed" ? TimeSpan.FromMilliseconds(100) : TimeSpan.FromHours(1);
     o.MaxInterval = TimeSpan.FromHours(1);
 });
 using var host = builder.Build();
-var handle = host.Services.GetRequiredService<IModelHandle>();
+IModelHandle handle;
+try
+{
+    handle = host.Services.GetRequiredService<IModelHandle>();
+}
+catch (StoreLockedException e)
+{
+    Protocol.Write($"LOCKED {e.HolderProcessId} {e.HolderHost}");
+    await Console.Error.WriteLineAsync(e.Message);
+    return 4;
+}
+
+if (crashAt is not null)
+{
+    var hits = 0;
+    var crashHit = Option("crash-hit", 1);
+    OnnxTune.Hosting.Internal.CrashPoints.Hook = point =>
+    {
+        if (point != crashAt || ++hits != crashHit) return;
+        Protocol.Write($"CRASH {point}");
+        // SIGKILL on Linux: no finally block, no shutdown code, no flush beyond what was already written.
+        System.Diagnostics.Process.GetCurrentProcess().Kill();
+    };
+}
+
+if (mode == "hold")
+{
+    await host.StartAsync();
+    Protocol.Write($"READY {Show(handle.ServingVersion)}");
+    await Task.Delay(Timeout.Infinite);
+}
 
 if (mode == "verify")
 {
@@ -79,6 +121,27 @@ if (mode == "verify")
     Protocol.Write($"RECORDS {records.Count}");
     var versions = host.Services.GetRequiredService<ModelVersionStore>().ListVersions();
     Protocol.Write($"VERSIONS {string.Join(",", versions.Select(v => v.Version))}");
+    Protocol.Write($"WATERMARK {await store.GetStateAsync("trained_through_sequence") ?? "0"}");
+    var current = host.Services.GetRequiredService<ModelVersionStore>().GetCurrent();
+    Protocol.Write($"UPTO {(current is null ? "none" : ModelVersionStore.ReadProvenance(current)?.UpToSequence.ToString(CultureInfo.InvariantCulture) ?? "none")}");
+    foreach (var v in versions)
+    {
+        string result;
+        try
+        {
+            using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(v.ModelPath);
+            result = "ok";
+        }
+        catch (Exception e)
+        {
+            result = "error " + e.Message.ReplaceLineEndings(" ");
+        }
+        Protocol.Write($"LOADS {v.Version} {result}");
+    }
+    var root = host.Services.GetRequiredService<ModelVersionStore>().Root;
+    var leftovers = Directory.EnumerateFileSystemEntries(root).Select(Path.GetFileName)
+        .Where(n => n is not null && !(n.Length == 7 && n[0] == 'v') && n != ModelVersionStore.CurrentFileName && !n.StartsWith(".promotion-markers", StringComparison.Ordinal));
+    Protocol.Write($"LEFTOVERS {string.Join(",", leftovers)}");
     await host.StopAsync();
     return 0;
 }
@@ -135,6 +198,15 @@ static string Probe(IModelHandle handle)
         values.AddRange(logits.Select(f => f.ToString("R", CultureInfo.InvariantCulture)));
     }
     return string.Join(",", values);
+}
+
+static string? TakeOption(ref string[] all, string name)
+{
+    var i = Array.IndexOf(all, "--" + name);
+    if (i < 0 || i + 1 >= all.Length) return null;
+    var value = all[i + 1];
+    all = [.. all[..i], .. all[(i + 2)..]];
+    return value;
 }
 
 static Dictionary<string, int> ParseOptions(ReadOnlySpan<string> rest)

@@ -20,9 +20,11 @@ public sealed class FeedbackWriterTests : IDisposable
         _dir.Dispose();
     }
 
-    private FeedbackWriter Writer(IList<string>? labels = null, int maxText = 20)
+    private FeedbackWriter Writer(IList<string>? labels = null, int maxText = 20, bool textModel = false)
     {
-        TestModels.WriteArtifacts(_dir.Sub("art"));
+        // Text feedback is accepted only by models whose artifacts record a tokenizer.
+        TestModels.WriteArtifacts(_dir.Sub("art"), properties: textModel ? new Dictionary<string, string> { ["onnxtune.tokenizer.vocab"] = "vocab.txt" } : null);
+        if (textModel) File.WriteAllLines(Path.Combine(_dir.Sub("art"), "vocab.txt"), ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]);
         var options = new OnDeviceFineTuningOptions { Labels = labels, MaxTextLength = maxText };
         return new FeedbackWriter("m", new FeedbackSchema(ArtifactManifest.Load(_dir.Sub("art")), options), _store, 0.1, TimeProvider.System, _metrics, NullLogger.Instance);
     }
@@ -61,7 +63,7 @@ public sealed class FeedbackWriterTests : IDisposable
     public async Task The_same_input_always_lands_on_the_same_side_whatever_its_label()
     {
         // Held-out membership follows the input, so a retried or re-labelled input never trains and validates at once.
-        var w = Writer(["weather", "music", "alarm"]);
+        var w = Writer(["weather", "music", "alarm"], textModel: true);
         var sides = new List<bool>();
         for (var i = 0; i < 60; i++)
         {
@@ -83,7 +85,7 @@ public sealed class FeedbackWriterTests : IDisposable
     [Fact]
     public async Task Valid_records_are_stored_with_resolved_labels_and_a_stable_held_out_flag()
     {
-        var w = Writer(["weather", "music", "alarm"]);
+        var w = Writer(["weather", "music", "alarm"], textModel: true);
         var r1 = await w.WriteAsync(Feedback.ForTensors(X(1, 2, 3, 4), "music", "u") with { Metadata = new Dictionary<string, string> { ["k"] = "v" }, Weight = 2 });
         var r2 = await w.WriteAsync(Feedback.ForText("wake me at 7", 2));
         Assert.Equal(HeldOutAssignment.IsHeldOut(HeldOutAssignment.InputKey(null, X(1, 2, 3, 4)), 0.1), r1.HeldOut);

@@ -48,6 +48,8 @@ internal sealed class Harness : IAsyncDisposable
     public IFeedbackWriter Writer => Host.Services.GetRequiredKeyedService<IFeedbackWriter>(Name);
     public IFeedbackStore Store => Host.Services.GetRequiredKeyedService<IFeedbackStore>(Name);
     public ModelVersionStore Versions => Host.Services.GetRequiredKeyedService<ModelVersionStore>(Name);
+    public IFineTuningAdmin Admin => Host.Services.GetRequiredKeyedService<IFineTuningAdmin>(Name);
+    public FineTunedModel Model => Host.Services.GetRequiredKeyedService<FineTunedModel>(Name);
     public FineTuningEvents Events => Host.Services.GetRequiredService<FineTuningEvents>();
     public FineTuningBackgroundService Service => Host.Services.GetServices<IHostedService>().OfType<FineTuningBackgroundService>().Single();
 
@@ -57,12 +59,14 @@ internal sealed class Harness : IAsyncDisposable
         ModelStorePath = dir.Sub("store"),
     };
 
-    public static async Task<Harness> StartAsync(TempDir dir, ScriptedRound? round, Action<OnDeviceFineTuningOptions>? configure = null, string name = "", FakeTimeProvider? time = null)
+    public static async Task<Harness> StartAsync(TempDir dir, ScriptedRound? round, Action<OnDeviceFineTuningOptions>? configure = null, string name = "", FakeTimeProvider? time = null,
+        TimeProvider? clock = null, Action<IServiceCollection>? services = null)
     {
         if (!Directory.Exists(dir.Sub("artifacts"))) TestModels.WriteArtifacts(dir.Sub("artifacts"), favouredClass: 0);
         time ??= new FakeTimeProvider(new DateTimeOffset(2026, 3, 1, 0, 0, 0, TimeSpan.Zero));
         var builder = Microsoft.Extensions.Hosting.Host.CreateEmptyApplicationBuilder(new());
-        builder.Services.AddSingleton<TimeProvider>(time);
+        builder.Services.AddSingleton<TimeProvider>(clock ?? time);
+        services?.Invoke(builder.Services);
         if (Environment.GetEnvironmentVariable("ONNXTUNE_TEST_LOG") == "1") builder.Logging.AddConsole();
         builder.Services.AddOnDeviceFineTuning(name, o =>
         {

@@ -57,9 +57,10 @@ public sealed class SqliteFeedbackStoreTests : IDisposable
     public async Task Database_uses_wal_journal()
     {
         var path = _dir.Sub("wal.db");
-        using var store = new SqliteFeedbackStore(path);
-        await store.AppendAsync(Record("a", null));
-        using var c = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path}");
+        using (var store = new SqliteFeedbackStore(path))
+            await store.AppendAsync(Record("a", null));
+        // The store holds the file exclusively while open; read the journal mode after it closed.
+        using var c = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
         c.Open();
         using var cmd = c.CreateCommand();
         cmd.CommandText = "PRAGMA journal_mode;";

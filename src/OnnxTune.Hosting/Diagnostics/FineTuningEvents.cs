@@ -48,6 +48,19 @@ public sealed class ModelSwappedEventArgs(string modelName, int? previousVersion
     public TimeSpan SwapDuration { get; } = swapDuration;
 }
 
+/// <summary>Data of <see cref="FineTuningEvents.ServingFallback"/>.</summary>
+public sealed class ServingFallbackEventArgs(string modelName, int requestedVersion, int? servedVersion, string reason) : EventArgs
+{
+    /// <summary>Gets the model name.</summary>
+    public string ModelName { get; } = modelName;
+    /// <summary>Gets the version the <c>current</c> pointer names.</summary>
+    public int RequestedVersion { get; } = requestedVersion;
+    /// <summary>Gets the version served instead (null: the artifacts' base model).</summary>
+    public int? ServedVersion { get; } = servedVersion;
+    /// <summary>Gets why the requested version could not be served.</summary>
+    public string Reason { get; } = reason;
+}
+
 /// <summary>
 /// Events of all fine-tuned models in the app (inject it to subscribe). Handlers run on the background
 /// thread that raised them; exceptions they throw are logged and ignored.
@@ -62,6 +75,11 @@ public sealed class FineTuningEvents
 
     /// <summary>Raised after a new session was published (promotion, rollback or start-up).</summary>
     public event EventHandler<ModelSwappedEventArgs>? ModelSwapped;
+
+    /// <summary>Raised when start-up could not serve the version the pointer names and served an older one (or the base model).</summary>
+    public event EventHandler<ServingFallbackEventArgs>? ServingFallback;
+
+    internal void OnServingFallback(ServingFallbackEventArgs e, Action<Exception> onError) => Raise(ServingFallback, e, onError);
 
     internal void OnRoundCompleted(RoundCompletedEventArgs e, Action<Exception> onError) => Raise(RoundCompleted, e, onError);
 

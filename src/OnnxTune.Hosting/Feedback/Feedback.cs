@@ -193,6 +193,12 @@ public enum FeedbackErrorKind
     UnknownLabel,
     /// <summary>A negative weight.</summary>
     InvalidWeight,
+    /// <summary>Text for a model that takes tensors (no tokenizer in its artifacts).</summary>
+    TextNotSupported,
+    /// <summary>A tensor with more elements than <c>MaxFeedbackTensorElements</c>, or a sequence longer than the tokenizer's max length.</summary>
+    TooLarge,
+    /// <summary>A float beyond <c>MaxFeedbackValue</c> in magnitude, or a token id / mask value outside its range.</summary>
+    ValueOutOfRange,
 }
 
 /// <summary>A feedback record was rejected on write; nothing was stored.</summary>

@@ -62,6 +62,7 @@ internal sealed class FeedbackSchema
     {
         Inputs = manifest.Inputs;
         MaxTextLength = options.MaxTextLength;
+        Limits = FeedbackLimits.Create(manifest, options);
         if (options.Labels is { Count: > 0 } labels) Labels = [.. labels];
         else if (manifest.Properties.TryGetValue("labels", out var json))
         {
@@ -82,6 +83,7 @@ internal sealed class FeedbackSchema
     public IReadOnlyList<string>? Labels { get; }
     public long? ClassCount { get; }
     public int MaxTextLength { get; }
+    public FeedbackLimits Limits { get; }
 
     public (long Index, string? Name) ResolveLabel(FeedbackLabel label)
     {
@@ -113,6 +115,7 @@ internal sealed class FeedbackSchema
             if (text.Length > MaxTextLength)
                 throw new FeedbackValidationException(FeedbackErrorKind.TextTooLong, "Text",
                     $"Feedback text has {text.Length} characters; the limit (MaxTextLength) is {MaxTextLength}.");
+            Limits.CheckTextAllowed();
             return;
         }
         foreach (var name in tensors!.Keys)
@@ -125,7 +128,10 @@ internal sealed class FeedbackSchema
             if (!tensors.TryGetValue(spec.Name, out var t))
                 throw new FeedbackValidationException(FeedbackErrorKind.MissingInput, field, $"Model input '{spec.Name}' is missing from the feedback tensors.");
             var expected = ParseType(spec.ElementType);
-            if (expected is not null && expected != t.ElementType)
+            if (expected is null)
+                throw new FeedbackValidationException(FeedbackErrorKind.TypeMismatch, field,
+                    $"Model input '{spec.Name}' is {spec.ElementType}; feedback tensors can only fill float and int64 inputs.");
+            if (expected != t.ElementType)
                 throw new FeedbackValidationException(FeedbackErrorKind.TypeMismatch, field,
                     $"Tensor '{spec.Name}' is {t.ElementType}; the model input is {spec.ElementType}.");
             var dims = spec.FixedDims;
@@ -140,6 +146,7 @@ internal sealed class FeedbackSchema
                     if (!float.IsFinite(f[i]))
                         throw new FeedbackValidationException(FeedbackErrorKind.NonFiniteValue, field,
                             $"Tensor '{spec.Name}' has a non-finite value ({f[i]}) at flat index {i}.");
+            Limits.CheckTensor(spec, t, field);
         }
     }
 
@@ -182,7 +189,8 @@ internal sealed class FeedbackWriter(
     double heldOutShare,
     TimeProvider timeProvider,
     OnnxTuneMetrics metrics,
-    ILogger logger) : IFeedbackWriter
+    ILogger logger,
+    ModelHealth? health = null) : IFeedbackWriter
 {
     public async ValueTask<FeedbackReceipt> WriteAsync(Feedback feedback, CancellationToken cancellationToken = default)
     {
@@ -198,7 +206,24 @@ internal sealed class FeedbackWriter(
             Log.FeedbackRejected(logger, modelName, e.Kind, e.Field, e.Message);
             throw;
         }
-        var seq = await store.AppendAsync(record, cancellationToken).ConfigureAwait(false);
+        long seq;
+        try
+        {
+            seq = await store.AppendAsync(record, cancellationToken).ConfigureAwait(false);
+        }
+        catch (FeedbackStoreException e)
+        {
+            health?.OnStoreFailure(e);
+            throw;
+        }
+        catch (Exception e) when (FeedbackStoreErrors.IsStoreError(e))
+        {
+            // A custom store's raw SQLite or file failure is typed here too; the health check reports the store as unwritable.
+            var typed = FeedbackStoreErrors.Wrap(e, store.GetType().Name, "append");
+            health?.OnStoreFailure(typed);
+            throw typed;
+        }
+        health?.OnStoreOk();
         metrics.FeedbackAccepted(modelName, record.HeldOut);
         return new FeedbackReceipt(record.Id, seq, record.HeldOut);
     }

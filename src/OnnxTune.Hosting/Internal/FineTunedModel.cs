@@ -18,6 +18,7 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
     private volatile string? _loadError;
     private readonly Lazy<IReadOnlyList<FeedbackRecord>> _replaySet;
     private bool _trainedBaseVerified;
+    private readonly StoreLock _storeLock;
 
     public FineTunedModel(
         string name,
@@ -30,7 +31,17 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
     {
         Name = name;
         Options = options;
-        Manifest = ArtifactManifest.Load(options.ArtifactsPath);
+        // Before anything in the store folder is read or cleaned: one process per store.
+        _storeLock = StoreLock.Acquire(Path.Combine(options.ModelStorePath, StoreLockFileName));
+        try
+        {
+            Manifest = ArtifactManifest.Load(options.ArtifactsPath);
+        }
+        catch
+        {
+            _storeLock.Dispose();
+            throw;
+        }
         Schema = new FeedbackSchema(Manifest, options);
         Store = store;
         Events = events;
@@ -41,12 +52,16 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         Sessions = new SwappableInferenceSession();
         _sessionFactory = new InferenceSessionFactory(name, options, logger);
         Handle = new ModelHandle(name, Sessions, EnsureServing, timeProvider);
-        Writer = new FeedbackWriter(name, Schema, store, options.HeldOutShare, timeProvider, metrics, logger);
+        Writer = new FeedbackWriter(name, Schema, store, options.HeldOutShare, timeProvider, metrics, logger, Health);
         metrics.RegisterServing(name, () => Sessions.Current?.Version?.Version);
         _replaySet = CreateReplaySet();
     }
 
+    /// <summary>The lock file of the store folder.</summary>
+    public const string StoreLockFileName = "store.lock";
+
     public string Name { get; }
+    public ModelHealth Health { get; } = new();
     public OnDeviceFineTuningOptions Options { get; }
     public ArtifactManifest Manifest { get; }
     public FeedbackSchema Schema { get; }
@@ -111,13 +126,10 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         lock (_loadLock)
         {
             if (Sessions.Current is not null) return;
-            var current = Versions.GetCurrent();
-            if (current is null && File.Exists(Path.Combine(Versions.Root, ModelVersionStore.CurrentFileName)))
-                Log.CurrentVersionMissing(Logger, Name, BaseModelPath);
             try
             {
                 VerifyTrainedBase();
-                var entry = Prepare(current, current?.ModelPath ?? BaseModelPath, out var elapsed);
+                var (entry, elapsed) = ServingLoader.Load(this);
                 Publish(entry, elapsed);
                 _loadError = null;
             }
@@ -166,8 +178,27 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         return ValueTask.CompletedTask;
     }
 
+    /// <summary>Serves the base model and points <c>current</c> at 0 (every version retired).</summary>
+    public ValueTask ActivateBaseAsync(ModelVersionStore store, CancellationToken cancellationToken)
+    {
+        var entry = Prepare(null, BaseModelPath, out var elapsed);
+        try
+        {
+            store.SetCurrent(0);
+        }
+        catch
+        {
+            entry.Release();
+            throw;
+        }
+        Publish(entry, elapsed);
+        return ValueTask.CompletedTask;
+    }
+
     public void Dispose()
     {
         Sessions.Dispose();
+        Versions.Dispose();
+        _storeLock.Dispose();
     }
 }

@@ -9,22 +9,25 @@ namespace OnnxTune.Hosting.Internal;
 
 /// <summary>
 /// Serves the last promoted version from start-up, and runs fine-tuning rounds when the triggers say so:
-/// enough new feedback, or the maximum interval passed with some new feedback, and (optionally) the model idle.
-/// A round trains in a scratch folder, is gated, and is promoted and swapped in only when every gate passes.
-/// Failures are caught per round; the serving model stays.
+/// enough new feedback, or the maximum interval (monotonic clock) passed with some new feedback, and (optionally)
+/// the model idle. A round trains in a scratch folder, is gated, and is promoted and swapped in only when every
+/// gate passes and, under the version lock, the version it was gated against still serves and none of its training
+/// records was deleted meanwhile. Records the engine cannot use are quarantined and the round goes on without them.
+/// Every iteration's failure is caught; failures in a row back off exponentially; the serving model stays.
 /// </summary>
 internal sealed class FineTuningBackgroundService : BackgroundService
 {
     internal const string WatermarkKey = "trained_through_sequence";
     internal const string RoundKey = "last_round";
     private const string RoundsFolder = "rounds";
+    private const string PromotionGateName = "promotion";
 
     private readonly FineTunedModel _model;
     private readonly IFineTuningRound? _engine;
     private readonly IModelEvaluator _evaluator;
     private readonly IReadOnlyList<IValidationGate> _gates;
     private readonly ILogger _logger;
-    private DateTimeOffset _lastRoundAt;
+    private long _lastRoundAt;
 
     public FineTuningBackgroundService(FineTunedModel model, IFineTuningRound? engine, IModelEvaluator evaluator, IEnumerable<IValidationGate> appGates)
     {
@@ -40,29 +43,92 @@ internal sealed class FineTuningBackgroundService : BackgroundService
 
     internal string RoundsRoot => Path.Combine(_model.Options.ModelStorePath, RoundsFolder);
 
-    public override Task StartAsync(CancellationToken cancellationToken)
+    private IFeedbackMaintenance? Maintenance => _model.Store as IFeedbackMaintenance;
+
+    public override async Task StartAsync(CancellationToken cancellationToken)
     {
-        // Leftovers of a round interrupted by a crash are never reused.
+        // Leftovers of a round interrupted by a crash are never reused (the store lock makes them ours).
         if (Directory.Exists(RoundsRoot)) Directory.Delete(RoundsRoot, recursive: true);
+        if (_model.Versions.RemovedOrphans.Count > 0)
+            Log.OrphansRemoved(_logger, _model.Name, string.Join(", ", _model.Versions.RemovedOrphans));
+        try
+        {
+            await ReconcileAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _model.Health.OnLoopError(e);
+            Log.LoopIterationFailed(_logger, _model.Name, 0, 0, e);
+        }
         _model.EnsureServing();
-        _lastRoundAt = TimeProvider.GetUtcNow();
-        return base.StartAsync(cancellationToken);
+        _lastRoundAt = TimeProvider.GetTimestamp();
+        await base.StartAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Promotion writes the round's upTo sequence into the version's provenance before the pointer moves, so a
+    /// crash between pointer and watermark is repaired here: the watermark (and round counter) never lag the
+    /// serving version.
+    /// </summary>
+    private async Task ReconcileAsync(CancellationToken ct)
+    {
+        if (_model.Versions.GetCurrent() is not { } current || ModelVersionStore.ReadProvenance(current) is not { } provenance) return;
+        var watermark = await GetWatermarkAsync(ct).ConfigureAwait(false);
+        if (provenance.UpToSequence > watermark)
+        {
+            await _model.Store.SetStateAsync(WatermarkKey, provenance.UpToSequence.ToString(CultureInfo.InvariantCulture), ct).ConfigureAwait(false);
+            Log.WatermarkReconciled(_logger, _model.Name, watermark, provenance.UpToSequence, current.Version);
+        }
+        if (provenance.Round > await ReadCounterAsync(RoundKey, ct).ConfigureAwait(false))
+            await _model.Store.SetStateAsync(RoundKey, provenance.Round.ToString(CultureInfo.InvariantCulture), ct).ConfigureAwait(false);
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await base.StopAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Also when the loop never started (a stop right after start cancels it before its first line).
+            _model.Health.OnLoopStopped("the host is stopping");
+        }
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         if (_engine is null)
         {
+            // Serving only, by configuration: not a failure.
             Log.NoTrainingEngine(_logger, _model.Name);
             return;
         }
+        var failures = 0;
         try
         {
             while (!stoppingToken.IsCancellationRequested)
             {
-                await Task.Delay(_model.Options.CheckInterval, TimeProvider, stoppingToken).ConfigureAwait(false);
-                if (await ShouldRunAsync(stoppingToken).ConfigureAwait(false))
-                    await RunRoundAsync(stoppingToken).ConfigureAwait(false);
+                await Task.Delay(NextDelay(failures), TimeProvider, stoppingToken).ConfigureAwait(false);
+                try
+                {
+                    var outcome = await ShouldRunAsync(stoppingToken).ConfigureAwait(false) ? await RunRoundAsync(stoppingToken).ConfigureAwait(false) : null;
+                    _model.Health.OnLoopOk();
+                    failures = outcome == RoundOutcome.Failed ? failures + 1 : 0;
+                    if (failures > 0)
+                        Log.LoopIterationFailed(_logger, _model.Name, failures, NextDelay(failures).TotalSeconds, new OnnxTuneException($"round failed: {_model.Health.LastRoundFailure}"));
+                }
+                catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+                {
+                    throw;
+                }
+                catch (Exception e)
+                {
+                    // Trigger checks or round bookkeeping failed (for example the feedback database is busy or unreadable): keep serving, back off, retry.
+                    failures++;
+                    _model.Health.OnLoopError(e);
+                    Log.LoopIterationFailed(_logger, _model.Name, failures, NextDelay(failures).TotalSeconds, e);
+                }
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -70,21 +136,33 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         }
         catch (Exception e)
         {
-            // Trigger checks failed (for example the feedback database became unreadable): keep serving.
             Log.LoopFailed(_logger, _model.Name, e);
+            _model.Health.OnLoopStopped($"{e.GetType().Name}: {e.Message}");
+            return;
         }
+        _model.Health.OnLoopStopped("the host is stopping");
+    }
+
+    /// <summary>The check interval, doubled per failure in a row (capped at the max interval, at most 15 minutes).</summary>
+    internal TimeSpan NextDelay(int failures)
+    {
+        var o = _model.Options;
+        if (failures <= 0) return o.CheckInterval;
+        var cap = TimeSpan.FromTicks(Math.Max(o.CheckInterval.Ticks, Math.Min(o.MaxInterval.Ticks, TimeSpan.FromMinutes(15).Ticks)));
+        var ticks = o.CheckInterval.Ticks * Math.Pow(2, Math.Min(failures, 30));
+        return ticks >= cap.Ticks ? cap : TimeSpan.FromTicks((long)ticks);
     }
 
     internal async Task<bool> ShouldRunAsync(CancellationToken ct)
     {
         var o = _model.Options;
-        var now = TimeProvider.GetUtcNow();
         if (o.OnlyWhenIdle && _model.Handle.LastUseTimestamp is { } last && TimeProvider.GetElapsedTime(last) < o.IdleWindow)
             return false;
         var watermark = await GetWatermarkAsync(ct).ConfigureAwait(false);
         var pending = await _model.Store.CountTrainingSinceAsync(watermark, ct).ConfigureAwait(false);
         if (pending == 0) return false;
-        return pending >= o.MinNewFeedback || now - _lastRoundAt >= o.MaxInterval;
+        // Monotonic: a wall-clock jump (either way) neither starts nor delays a round.
+        return pending >= o.MinNewFeedback || TimeProvider.GetElapsedTime(_lastRoundAt) >= o.MaxInterval;
     }
 
     /// <summary>Runs one round now; returns its outcome (null when there was nothing new or it was cancelled).</summary>
@@ -93,20 +171,23 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         if (_engine is null) throw new InvalidOperationException($"Model '{_model.Name}': no fine-tuning engine is registered.");
         var o = _model.Options;
         var store = _model.Store;
-        var round = long.Parse(await store.GetStateAsync(RoundKey, ct).ConfigureAwait(false) ?? "0", CultureInfo.InvariantCulture) + 1;
         var start = Stopwatch.GetTimestamp();
-        var work = Path.Combine(RoundsRoot, round.ToString("D6", CultureInfo.InvariantCulture));
-        _lastRoundAt = TimeProvider.GetUtcNow();
+        _lastRoundAt = TimeProvider.GetTimestamp();
+        long round = 0;
+        string? work = null;
         GateDecision? decision = null;
+        var failed = new List<(FeedbackRecord Record, Exception Error)>();
         try
         {
+            round = await ReadCounterAsync(RoundKey, ct).ConfigureAwait(false) + 1;
+            work = Path.Combine(RoundsRoot, round.ToString("D6", CultureInfo.InvariantCulture));
             var watermark = await GetWatermarkAsync(ct).ConfigureAwait(false);
             var upTo = await store.GetLatestSequenceAsync(ct).ConfigureAwait(false);
-            var fresh = await store.GetTrainingSinceAsync(watermark, upTo, ct).ConfigureAwait(false);
+            var fresh = await ScreenAsync(await store.GetTrainingSinceAsync(watermark, upTo, ct).ConfigureAwait(false), ct).ConfigureAwait(false);
             if (fresh.Count == 0) return null;
             var replayCount = (int)Math.Ceiling(fresh.Count * o.ReplayRatio);
             var (fromSet, fromStore) = ReplaySampler.Split(replayCount, _model.ReplaySet.Count, o.BaseReplayShare);
-            var storeReplay = await store.GetReplaySampleAsync(watermark, fromStore, unchecked((int)round), ct).ConfigureAwait(false);
+            var storeReplay = await ScreenAsync(await store.GetReplaySampleAsync(watermark, fromStore, unchecked((int)round), ct).ConfigureAwait(false), ct).ConfigureAwait(false);
             // Early rounds have little earlier feedback: the replay set makes up the difference.
             fromSet += fromStore - storeReplay.Count;
             IReadOnlyList<FeedbackRecord> replay = [.. storeReplay, .. ReplaySampler.ClassBalanced(_model.ReplaySet, fromSet, unchecked((int)round))];
@@ -127,7 +208,9 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 HeadParameters = [.. o.HeadParameters],
                 WarmupFraction = o.WarmupFraction,
                 DistillationWeight = o.DistillationWeight,
+                RecordFailed = (r, e) => { lock (failed) failed.Add((r, e)); },
             }, ct).ConfigureAwait(false);
+            var quarantined = await QuarantineFailedAsync(failed).ConfigureAwait(false);
             _model.Metrics.TrainLoss(_model.Name, result.TrainLoss);
 
             decision = await GateAsync(round, serving?.Version?.Version, servingModel, result, upTo, ct).ConfigureAwait(false);
@@ -135,10 +218,21 @@ internal sealed class FineTuningBackgroundService : BackgroundService
 
             // From here on the round commits: finish it even if shutdown starts, so no partial state is left.
             RoundOutcome outcome;
+            string? discarded = null;
             if (decision.Promoted)
             {
-                await PromoteAsync(round, result, decision).ConfigureAwait(false);
-                outcome = RoundOutcome.Promoted;
+                var trained = fresh.Concat(replay).Where(r => !quarantined.Contains(r.Sequence)).DistinctBy(r => r.Sequence).ToList();
+                discarded = await PromoteAsync(round, result, decision, serving?.Version?.Version, trained, upTo).ConfigureAwait(false);
+                if (discarded is null) outcome = RoundOutcome.Promoted;
+                else
+                {
+                    // The candidate is dropped; its records stay new for the next round (the watermark does not move).
+                    decision = decision with { Promoted = false, Checks = [.. decision.Checks, GateCheckResult.Fail(PromotionGateName, discarded)] };
+                    outcome = RoundOutcome.Rejected;
+                    Log.CandidateDiscarded(_logger, _model.Name, round, discarded);
+                    _model.Metrics.Rejection(_model.Name);
+                    _model.Events.OnCandidateRejected(new CandidateRejectedEventArgs(decision), OnHandlerError(nameof(FineTuningEvents.CandidateRejected)));
+                }
             }
             else
             {
@@ -146,34 +240,96 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 _model.Metrics.Rejection(_model.Name);
                 Log.CandidateRejected(_logger, _model.Name, round, string.Join("; ", decision.Reasons));
                 _model.Events.OnCandidateRejected(new CandidateRejectedEventArgs(decision), OnHandlerError(nameof(FineTuningEvents.CandidateRejected)));
+                // Rejected feedback is not retried as "new"; it stays available to replay.
+                await store.SetStateAsync(WatermarkKey, upTo.ToString(CultureInfo.InvariantCulture), CancellationToken.None).ConfigureAwait(false);
             }
-            // Rejected feedback is not retried as "new"; it stays available to replay.
-            await store.SetStateAsync(WatermarkKey, upTo.ToString(CultureInfo.InvariantCulture), CancellationToken.None).ConfigureAwait(false);
             await PurgeAsync().ConfigureAwait(false);
             Complete(round, outcome, start, decision, null, result.TrainLoss);
             return outcome;
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
+            await QuarantineFailedQuietlyAsync(failed).ConfigureAwait(false);
             Log.RoundCancelled(_logger, _model.Name, round);
             return null;
         }
         catch (Exception e)
         {
+            // Records the engine reported as unusable leave the training set even when the round failed, so the next one can pass.
+            await QuarantineFailedQuietlyAsync(failed).ConfigureAwait(false);
             Log.RoundFailed(_logger, _model.Name, round, e);
             Complete(round, RoundOutcome.Failed, start, decision, e, null);
             return RoundOutcome.Failed;
         }
         finally
         {
-            try { if (Directory.Exists(work)) Directory.Delete(work, recursive: true); }
+            try { if (work is not null && Directory.Exists(work)) Directory.Delete(work, recursive: true); }
             catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
         }
+    }
+
+    /// <summary>
+    /// Re-checks stored records against the current schema (it may be stricter than when they were written, or a
+    /// row may have been altered) and quarantines the ones that fail, so that they cannot fail every round.
+    /// </summary>
+    private async Task<IReadOnlyList<FeedbackRecord>> ScreenAsync(IReadOnlyList<FeedbackRecord> records, CancellationToken ct)
+    {
+        List<FeedbackRecord>? kept = null;
+        for (var i = 0; i < records.Count; i++)
+        {
+            var r = records[i];
+            string? reason = null;
+            try
+            {
+                _model.Schema.ValidateInput(r.Text, r.Tensors);
+                if (r.LabelIndex < 0 || (_model.Schema.ClassCount is { } n && r.LabelIndex >= n))
+                    reason = $"label index {r.LabelIndex} is out of range";
+                else if (!float.IsFinite(r.Weight) || r.Weight < 0)
+                    reason = $"weight {r.Weight} is invalid";
+            }
+            catch (FeedbackValidationException e)
+            {
+                reason = $"fails validation ({e.Kind}, {e.Field}): {e.Message}";
+            }
+            if (reason is null)
+            {
+                kept?.Add(r);
+                continue;
+            }
+            kept ??= [.. records.Take(i)];
+            await QuarantineAsync(r, reason, ct).ConfigureAwait(false);
+        }
+        return kept ?? records;
+    }
+
+    private async Task<HashSet<long>> QuarantineFailedAsync(List<(FeedbackRecord Record, Exception Error)> failed)
+    {
+        var done = new HashSet<long>();
+        List<(FeedbackRecord Record, Exception Error)> copy;
+        lock (failed) copy = [.. failed];
+        // Replay-set records are not in the store (sequence 0): the round just goes on without them.
+        foreach (var (record, error) in copy.Where(f => f.Record.Sequence > 0))
+            if (done.Add(record.Sequence))
+                await QuarantineAsync(record, $"the training engine could not use it: {error.GetType().Name}: {error.Message}", CancellationToken.None).ConfigureAwait(false);
+        return done;
+    }
+
+    private async Task QuarantineFailedQuietlyAsync(List<(FeedbackRecord Record, Exception Error)> failed)
+    {
+        try { await QuarantineFailedAsync(failed).ConfigureAwait(false); }
+        catch (Exception e) when (e is not OutOfMemoryException) { _model.Health.OnStoreFailure(e); }
+    }
+
+    private async Task QuarantineAsync(FeedbackRecord record, string reason, CancellationToken ct)
+    {
+        Log.RecordQuarantined(_logger, _model.Name, record.Sequence, record.Id, reason);
+        if (Maintenance is { } m) await m.QuarantineAsync(record.Sequence, reason, ct).ConfigureAwait(false);
     }
 
     private async Task<GateDecision> GateAsync(long round, int? servingVersion, string servingModel, FineTuningRoundResult result, long upTo, CancellationToken ct)
     {
-        var heldOut = await _model.Store.GetHeldOutAsync(upTo, ct).ConfigureAwait(false);
+        var heldOut = await ScreenAsync(await _model.Store.GetHeldOutAsync(upTo, ct).ConfigureAwait(false), ct).ConfigureAwait(false);
         var golden = LoadGoldenSet();
         var servingEval = _evaluator.Evaluate(servingModel, heldOut, golden, ct);
         var candidateEval = _evaluator.Evaluate(result.CandidateModelPath, heldOut, golden, ct);
@@ -187,7 +343,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             TrainLoss = result.TrainLoss,
             Serving = servingEval,
             Candidate = candidateEval,
-            CandidateWeightsFinite = _evaluator.WeightsFinite(result.CandidateModelPath),
+            CandidateWeightsFinite = _evaluator.WeightsFinite(result.CandidateModelPath) && CheckpointFiniteCheck.FindNonFinite(result.CandidateCheckpointPath) is null,
         };
         RecordMetric("held_out", servingEval.HeldOutMetric, candidateEval.HeldOutMetric);
         RecordMetric("golden", servingEval.GoldenMetric, candidateEval.GoldenMetric);
@@ -216,12 +372,28 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         };
     }
 
-    private async Task PromoteAsync(long round, FineTuningRoundResult result, GateDecision decision)
+    /// <summary>
+    /// Promotes under the version lock, or returns why the candidate is discarded. The version folder carries the
+    /// round's provenance (with its upTo sequence) before the pointer moves; the watermark follows at once, and a
+    /// crash in between is reconciled at start from the provenance.
+    /// </summary>
+    private async Task<string?> PromoteAsync(long round, FineTuningRoundResult result, GateDecision decision, int? gatedAgainst,
+        IReadOnlyList<FeedbackRecord> trained, long upTo)
     {
         var versions = _model.Versions;
         await versions.LockAsync(CancellationToken.None).ConfigureAwait(false);
         try
         {
+            var serving = _model.Sessions.Current?.Version?.Version;
+            var pointer = versions.GetCurrent()?.Version;
+            if (serving != gatedAgainst || pointer != gatedAgainst)
+                return $"the serving version changed from {Show(gatedAgainst)} to {Show(serving)} during the round (a rollback or retirement); the candidate was gated against {Show(gatedAgainst)} and is discarded, and its feedback trains again in the next round";
+            if (Maintenance is { } m && trained.Count > 0)
+            {
+                var missing = await m.GetMissingAsync(trained.Select(r => r.Sequence).ToArray(), CancellationToken.None).ConfigureAwait(false);
+                if (missing.Count > 0)
+                    return $"{missing.Count} of the round's {trained.Count} training records were deleted during the round (user deletion); the candidate is discarded, and the remaining records train in the next round";
+            }
             var metrics = new Dictionary<string, object?>
             {
                 ["round"] = round,
@@ -232,12 +404,24 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 ["golden"] = decision.Candidate.GoldenMetric,
                 ["golden_count"] = decision.Candidate.GoldenCount,
             };
-            var info = versions.AddVersion(result.CandidateModelPath, result.CandidateCheckpointPath, metrics, decision);
-            await _model.ActivateAsync(info, versions, CancellationToken.None).ConfigureAwait(false);
+            var info = versions.AddVersion(result.CandidateModelPath, result.CandidateCheckpointPath, metrics, decision, Provenance(round, gatedAgainst, trained, upTo));
+            try
+            {
+                await _model.ActivateAsync(info, versions, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch
+            {
+                versions.Discard(info);
+                throw;
+            }
+            await _model.Store.SetStateAsync(WatermarkKey, upTo.ToString(CultureInfo.InvariantCulture), CancellationToken.None).ConfigureAwait(false);
+            CrashPoints.Hit(CrashPoints.AfterWatermark);
             _model.Metrics.Promotion(_model.Name);
             Log.CandidatePromoted(_logger, _model.Name, round, info.Version);
             var pruned = versions.Prune();
-            if (pruned.Count > 0) Log.VersionsPruned(_logger, _model.Name, string.Join(", ", pruned));
+            if (pruned.Deleted.Count > 0) Log.VersionsPruned(_logger, _model.Name, string.Join(", ", pruned.Deleted));
+            if (pruned.Errors.Count > 0) Log.PruneErrors(_logger, _model.Name, string.Join("; ", pruned.Errors));
+            return null;
         }
         finally
         {
@@ -245,10 +429,34 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         }
     }
 
+    private VersionProvenance Provenance(long round, int? gatedAgainst, IReadOnlyList<FeedbackRecord> trained, long upTo)
+    {
+        var hashes = new SortedSet<string>(StringComparer.Ordinal);
+        if (Maintenance is { } m)
+            foreach (var r in trained)
+                if (r.UserId is { } user) hashes.Add(m.HashUserId(user));
+        return new VersionProvenance
+        {
+            Round = round,
+            GatedAgainstVersion = gatedAgainst,
+            FirstSequence = trained.Count > 0 ? trained.Min(r => r.Sequence) : 0,
+            UpToSequence = upTo,
+            RecordCount = trained.Count,
+            UserHashes = [.. hashes],
+            AnonymousRecordCount = trained.Count(r => r.UserId is null),
+        };
+    }
+
+    private static string Show(int? version) => version?.ToString(CultureInfo.InvariantCulture) ?? "the base model";
+
     private async Task PurgeAsync()
     {
         if (_model.Options.FeedbackRetention is not { } keep) return;
-        var n = await _model.Store.DeleteOlderThanAsync(TimeProvider.GetUtcNow() - keep, CancellationToken.None).ConfigureAwait(false);
+        var cutoff = TimeProvider.GetUtcNow() - keep;
+        // Only records at or below the watermark: a wall clock that jumps forward never deletes untrained feedback.
+        var n = Maintenance is { } m
+            ? await m.DeleteOlderThanAsync(cutoff, await GetWatermarkAsync(CancellationToken.None).ConfigureAwait(false), CancellationToken.None).ConfigureAwait(false)
+            : await _model.Store.DeleteOlderThanAsync(cutoff, CancellationToken.None).ConfigureAwait(false);
         if (n > 0) Log.FeedbackPurged(_logger, _model.Name, n);
     }
 
@@ -277,6 +485,8 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         var elapsed = Stopwatch.GetElapsedTime(start);
         _model.Metrics.Round(_model.Name, outcome, elapsed);
         Log.RoundCompleted(_logger, _model.Name, round, outcome, elapsed.TotalMilliseconds, trainLoss);
+        if (outcome == RoundOutcome.Failed) _model.Health.OnRoundFailed(error);
+        else _model.Health.OnRoundFinished();
         var summary = outcome switch
         {
             RoundOutcome.Failed => $"failed: {error?.Message}",
@@ -290,6 +500,12 @@ internal sealed class FineTuningBackgroundService : BackgroundService
 
     private Action<Exception> OnHandlerError(string name) => e => Log.EventHandlerFailed(_logger, _model.Name, name, e);
 
-    private async Task<long> GetWatermarkAsync(CancellationToken ct) =>
-        long.Parse(await _model.Store.GetStateAsync(WatermarkKey, ct).ConfigureAwait(false) ?? "0", CultureInfo.InvariantCulture);
+    private Task<long> GetWatermarkAsync(CancellationToken ct) => ReadCounterAsync(WatermarkKey, ct);
+
+    /// <summary>A stored counter; a damaged value reads as 0 (the watermark then re-trains, the round number restarts) instead of failing every iteration.</summary>
+    private async Task<long> ReadCounterAsync(string key, CancellationToken ct)
+    {
+        var text = await _model.Store.GetStateAsync(key, ct).ConfigureAwait(false);
+        return long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var v) ? v : 0;
+    }
 }

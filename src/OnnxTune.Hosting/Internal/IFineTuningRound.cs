@@ -52,6 +52,11 @@ internal sealed record FineTuningRoundInput(
 
     /// <summary>Factor of the distillation term on replayed records (teacher: the serving model); 0 turns it off.</summary>
     public double DistillationWeight { get; init; }
+    /// <summary>
+    /// Called by the engine for a record it cannot use (its encoding throws, or its tensors do not fit); the
+    /// engine then goes on without it. The caller quarantines the record. Null: the engine throws as before.
+    /// </summary>
+    public Action<FeedbackRecord, Exception>? RecordFailed { get; init; }
 }
 
 /// <summary>Outputs of one round, all inside the working directory.</summary>

@@ -131,16 +131,27 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
                 skipped++;
                 continue;
             }
-            var tensors = encoder.Encode(record);
+            IReadOnlyDictionary<string, TensorData> tensors;
             var signature = new System.Text.StringBuilder();
-            foreach (var (name, t) in tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            try
             {
-                if (t.Shape.Count == 0 || t.Shape[0] != 1)
-                    throw new OnnxTuneException(
-                        $"Model '{input.ModelName}': feedback record {record.Id}: tensor '{name}' has shape [{string.Join(",", t.Shape)}]; a record holds one example, so its leading (batch) dim must be 1.");
-                signature.Append(name).Append(':').Append(t.ElementType).Append(':');
-                for (var d = 1; d < t.Shape.Count; d++) signature.Append(t.Shape[d]).Append(',');
-                signature.Append(';');
+                tensors = encoder.Encode(record);
+                foreach (var (name, t) in tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                {
+                    if (t.Shape.Count == 0 || t.Shape[0] != 1)
+                        throw new OnnxTuneException(
+                            $"Model '{input.ModelName}': feedback record {record.Id}: tensor '{name}' has shape [{string.Join(",", t.Shape)}]; a record holds one example, so its leading (batch) dim must be 1.");
+                    signature.Append(name).Append(':').Append(t.ElementType).Append(':');
+                    for (var d = 1; d < t.Shape.Count; d++) signature.Append(t.Shape[d]).Append(',');
+                    signature.Append(';');
+                }
+            }
+            catch (Exception e) when (input.RecordFailed is { } failed && e is not OperationCanceledException and not OutOfMemoryException)
+            {
+                // One unusable record must not fail the round: report it (the caller quarantines it) and go on.
+                failed(record, e);
+                skipped++;
+                continue;
             }
             examples.Add(new Example(tensors, record.LabelIndex, signature.ToString(), record.Weight) { Replayed = replayIds.Contains(record.Id) });
         }

@@ -37,6 +37,7 @@ public static class AtomicFile
                 fs.Flush(flushToDisk: true);
             }
             File.Move(temp, full, overwrite: true);
+            DurableDirectory.Sync(dir);
         }
         catch
         {

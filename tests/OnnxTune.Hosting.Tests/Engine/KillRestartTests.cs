@@ -135,7 +135,7 @@ public sealed class KillRestartTests : IDisposable
     }
 
     /// <summary>One run of OnnxTune.Hosting.KillTarget (<c>dotnet KillTarget.dll mode work options</c>) with its stdout lines collected.</summary>
-    private sealed class ChildProcess : IDisposable
+    internal sealed class ChildProcess : IDisposable
     {
         private readonly Process _process;
         private readonly List<string> _lines = [];
@@ -233,6 +233,9 @@ public sealed class KillRestartTests : IDisposable
             }
             return _process.ExitCode;
         }
+
+        /// <summary>Gets the child's process id.</summary>
+        public int Id => _process.Id;
 
         /// <summary>SIGKILL on Linux: no shutdown code runs.</summary>
         public void Kill() => _process.Kill(entireProcessTree: true);
