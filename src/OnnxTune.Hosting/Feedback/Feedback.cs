@@ -120,6 +120,10 @@ public sealed record Feedback
     /// <summary>Gets free-form metadata stored with the record.</summary>
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
 
+    /// <summary>Gets the prediction this feedback answers (which version served it, what it predicted), or <see langword="null"/>.</summary>
+    /// <value>The default value is <see langword="null"/>: the feedback is not tied to a served prediction.</value>
+    public PredictionReference? Prediction { get; init; }
+
     /// <summary>Feedback for a text model.</summary>
     public static Feedback ForText(string text, FeedbackLabel label, string? userId = null) =>
         new() { Text = text, Label = label, UserId = userId };

@@ -8,7 +8,7 @@ namespace OnnxTune.Hosting;
 /// appended record survives a crash or power loss once <see cref="AppendAsync"/> returns. Thread-safe: every
 /// call uses its own pooled connection.
 /// </summary>
-public sealed class SqliteFeedbackStore : IFeedbackStore, IDisposable
+public sealed partial class SqliteFeedbackStore : IFeedbackStore, IDisposable
 {
     private const string Columns = "seq, id, created_at, user_id, text, tensors, label_index, label_name, weight, metadata, held_out";
     private readonly string _connectionString;
@@ -50,6 +50,7 @@ public sealed class SqliteFeedbackStore : IFeedbackStore, IDisposable
                 CREATE INDEX IF NOT EXISTS ix_feedback_created ON feedback(created_at);
                 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 """);
+            Execute(c, LedgerSchema);
         }
         catch (SqliteException e)
         {
@@ -119,7 +120,7 @@ public sealed class SqliteFeedbackStore : IFeedbackStore, IDisposable
         using (var c = Open())
         using (var cmd = c.CreateCommand())
         {
-            cmd.CommandText = "SELECT seq FROM feedback WHERE seq <= $b AND held_out = 0 ORDER BY seq;";
+            cmd.CommandText = $"SELECT seq FROM feedback WHERE seq <= $b AND held_out = 0 AND {NotInLedger} ORDER BY seq;";
             cmd.Parameters.AddWithValue("$b", upToSequence);
             using var r = cmd.ExecuteReader();
             while (r.Read()) seqs.Add(r.GetInt64(0));
