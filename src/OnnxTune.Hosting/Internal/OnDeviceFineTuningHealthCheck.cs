@@ -6,7 +6,7 @@ namespace OnnxTune.Hosting.Internal;
 /// Healthy while a session serves; Degraded when the last round failed (serving continues); Unhealthy when no
 /// session could be loaded. Data: serving version and the last round's outcome.
 /// </summary>
-internal sealed class OnDeviceFineTuningHealthCheck(FineTunedModel model) : IHealthCheck
+internal sealed class OnDeviceFineTuningHealthCheck(FineTunedModel model, DriftWatch? driftWatch = null) : IHealthCheck
 {
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
@@ -20,6 +20,11 @@ internal sealed class OnDeviceFineTuningHealthCheck(FineTunedModel model) : IHea
             ["last_round_outcome"] = last?.Outcome.ToString() ?? "none",
             ["last_round_at"] = last?.At.ToString("O", System.Globalization.CultureInfo.InvariantCulture) ?? "",
         };
+        if (driftWatch?.Status is { } drift)
+        {
+            data["drift_watch"] = drift.State;
+            data["drift_detail"] = drift.Detail;
+        }
         var name = model.Name.Length == 0 ? "default" : model.Name;
         HealthCheckResult result =
             serving is null ? new(context.Registration.FailureStatus, $"Model '{name}' is not serving: {model.LoadError ?? "not loaded"}", data: data)
