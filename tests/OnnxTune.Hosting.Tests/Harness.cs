@@ -57,7 +57,7 @@ internal sealed class Harness : IAsyncDisposable
         ModelStorePath = dir.Sub("store"),
     };
 
-    public static async Task<Harness> StartAsync(TempDir dir, ScriptedRound? round, Action<OnDeviceFineTuningOptions>? configure = null, string name = "", FakeTimeProvider? time = null)
+    public static async Task<Harness> StartAsync(TempDir dir, IFineTuningRound? round, Action<OnDeviceFineTuningOptions>? configure = null, string name = "", FakeTimeProvider? time = null)
     {
         if (!Directory.Exists(dir.Sub("artifacts"))) TestModels.WriteArtifacts(dir.Sub("artifacts"), favouredClass: 0);
         time ??= new FakeTimeProvider(new DateTimeOffset(2026, 3, 1, 0, 0, 0, TimeSpan.Zero));
