@@ -136,7 +136,9 @@ public sealed record Feedback
 /// <summary>Returned once a feedback record is durably stored.</summary>
 /// <param name="Id">The record id.</param>
 /// <param name="Sequence">Store sequence number (monotonic).</param>
-/// <param name="HeldOut">True when the record is held out for validation rather than trained on.</param>
+/// <param name="HeldOut">True when the record is held out for validation rather than trained on. Keep it from untrusted
+/// clients: the side is keyed by a secret of the store so that nobody can choose it, but a client that sees it can
+/// resend variants of an input until one lands where it wants.</param>
 public sealed record FeedbackReceipt(string Id, long Sequence, bool HeldOut);
 
 /// <summary>A stored feedback record.</summary>
