@@ -146,6 +146,9 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             // A promotion confirms the round's records (they join replay); a rejection keeps them out of replay and
             // retries them as new in later rounds (at most MaxRejectedRetries times). Deferred records wait.
             await selection.CommitAsync(store, decision.Promoted, o.Gate.MaxRejectedRetries, WatermarkKey, upTo).ConfigureAwait(false);
+            _model.Metrics.RoundRecords(_model.Name, decision.Promoted ? "confirmed" : "pending", selection.Selected.Count);
+            _model.Metrics.RoundRecords(_model.Name, "retried", selection.Retried);
+            _model.Metrics.RoundRecords(_model.Name, "deferred", selection.Deferred.Count);
             await PurgeAsync().ConfigureAwait(false);
             Complete(round, outcome, start, decision, null, result.TrainLoss);
             return outcome;
