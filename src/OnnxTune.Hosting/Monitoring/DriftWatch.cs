@@ -38,6 +38,7 @@ internal sealed class DriftWatch : BackgroundService, IPredictionObserver
     private volatile Watched? _watched;
     private volatile DriftWatchStatus _status;
     private bool _startupSwapPending;
+    private readonly SemaphoreSlim _checkLock = new(1, 1);
     private IReadOnlyDictionary<int, double>? _referenceHistogram;
     private string? _referenceSource;
     private (VersionLiveSignals Current, VersionLiveSignals Previous)? _lastSignals;
@@ -149,8 +150,21 @@ internal sealed class DriftWatch : BackgroundService, IPredictionObserver
         }
     }
 
-    /// <summary>Checks the watched version now; returns the detection, if any.</summary>
+    /// <summary>Checks the watched version now (after any check in progress); returns the detection, if any.</summary>
     internal async Task<DriftDetectedEventArgs?> CheckAsync(CancellationToken ct)
+    {
+        await _checkLock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            return await CheckOnceAsync(ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _checkLock.Release();
+        }
+    }
+
+    private async Task<DriftDetectedEventArgs?> CheckOnceAsync(CancellationToken ct)
     {
         if (_watched is not { } w) return null;
         var o = _options;
@@ -289,5 +303,6 @@ internal sealed class DriftWatch : BackgroundService, IPredictionObserver
     {
         _model.Events.ModelSwapped -= OnSwapped;
         base.Dispose();
+        _checkLock.Dispose();
     }
 }
