@@ -162,12 +162,22 @@ public sealed class OnDeviceFineTuningOptions
     /// <value>The default value is <see langword="false"/>: an unavailable provider is an error.</value>
     public bool FallbackToCpu { get; set; }
 
-    /// <summary>Gets or sets how far (absolute) the golden-set metric may fall before a candidate is rejected.</summary>
+    /// <summary>
+    /// Gets or sets how far (absolute) the golden-set accuracy may fall before a candidate is rejected. The candidate
+    /// must reach <c>max(base, serving) − tolerance</c> and <c>best − 2·tolerance</c>, where base is the artifacts' model,
+    /// serving the serving version and best the kept version with the highest golden accuracy, all scored on the same
+    /// golden set: losses cannot ratchet down one tolerance per round. Without a golden set the artifacts' replay set
+    /// (manifest property <c>onnxtune.replay</c>) is used; with neither the check passes with a warning in the decision.
+    /// </summary>
     /// <value>The default value is 0.01.</value>
     [Range(0.0, 1.0)]
     public double GoldenTolerance { get; set; } = DefaultGoldenTolerance;
 
-    /// <summary>Gets or sets how much (absolute) the held-out metric must improve for promotion.</summary>
+    /// <summary>
+    /// Gets or sets an optional extra requirement: how much (absolute) the held-out accuracy's point estimate must
+    /// improve for promotion. The promotion rule itself is a non-inferiority test (<see cref="GateOptions.HeldOutMargin"/>);
+    /// 0 adds nothing to it.
+    /// </summary>
     /// <value>The default value is 0.</value>
     [Range(0.0, 1.0)]
     public double MinHeldOutImprovement { get; set; }
@@ -206,6 +216,19 @@ public sealed class OnDeviceFineTuningOptions
     /// <value>The default value is 1,048,576.</value>
     [Range(1, 1 << 28)]
     public int MaxFeedbackTensorElements { get; set; } = 1 << 20;
+
+    /// <summary>Gets or sets the largest accepted feedback weight; a larger one is rejected on write (field <c>Weight</c>). Weights never weight the gate's metrics.</summary>
+    /// <value>The default value is 10 (weights range over [0, 10]).</value>
+    [Range(0.0, 1e6)]
+    public float MaxFeedbackWeight { get; set; } = 10f;
+
+    /// <summary>Gets the gate and round-selection options (held-out test, per-class floors, samples, retries, user cap).</summary>
+    [Microsoft.Extensions.Options.ValidateObjectMembers]
+    public GateOptions Gate { get; set; } = new();
+
+    /// <summary>Gets the drift watch options (live signals after a promotion, automatic rollback).</summary>
+    [Microsoft.Extensions.Options.ValidateObjectMembers]
+    public DriftWatchOptions DriftWatch { get; set; } = new();
 
     /// <summary>Configuration path used in validation messages (set by registration and BindConfiguration).</summary>
     internal string? ConfigurationPath { get; set; }

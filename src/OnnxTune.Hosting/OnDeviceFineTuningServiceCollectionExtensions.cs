@@ -88,9 +88,12 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
             sp.GetKeyedService<IFineTuningRound>(name),
             sp.GetRequiredKeyedService<IModelEvaluator>(name),
             sp.GetKeyedServices<IValidationGate>(name)));
+        // The drift watch: live signals of a newly promoted version against its predecessor, automatic rollback.
+        services.AddKeyedSingleton(name, (sp, _) => new DriftWatch(sp.GetRequiredKeyedService<FineTunedModel>(name)));
+        services.AddSingleton<IHostedService>(sp => sp.GetRequiredKeyedService<DriftWatch>(name));
         services.AddHealthChecks().Add(new HealthCheckRegistration(
             HealthCheckName(name),
-            sp => new OnDeviceFineTuningHealthCheck(sp.GetRequiredKeyedService<FineTunedModel>(name)),
+            sp => new OnDeviceFineTuningHealthCheck(sp.GetRequiredKeyedService<FineTunedModel>(name), sp.GetKeyedService<DriftWatch>(name)),
             HealthStatus.Unhealthy,
             ["onnxtune"]));
         return builder;

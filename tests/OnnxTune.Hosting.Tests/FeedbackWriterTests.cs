@@ -88,7 +88,8 @@ public sealed class FeedbackWriterTests : IDisposable
         var w = Writer(["weather", "music", "alarm"], textModel: true);
         var r1 = await w.WriteAsync(Feedback.ForTensors(X(1, 2, 3, 4), "music", "u") with { Metadata = new Dictionary<string, string> { ["k"] = "v" }, Weight = 2 });
         var r2 = await w.WriteAsync(Feedback.ForText("wake me at 7", 2));
-        Assert.Equal(HeldOutAssignment.IsHeldOut(HeldOutAssignment.InputKey(null, X(1, 2, 3, 4)), 0.1), r1.HeldOut);
+        var secret = Convert.FromHexString((await _store.GetStateAsync(HeldOutSecret.StateKey))!);
+        Assert.Equal(HeldOutAssignment.IsHeldOut(HeldOutAssignment.InputKey(null, X(1, 2, 3, 4)), secret, 0.1), r1.HeldOut);
         var all = (await _store.GetTrainingSinceAsync(0, 10)).Concat(await _store.GetHeldOutAsync(10)).OrderBy(r => r.Sequence).ToList();
         Assert.Equal([r1.Id, r2.Id], all.Select(r => r.Id));
         Assert.Equal((1L, "music"), (all[0].LabelIndex, all[0].LabelName));

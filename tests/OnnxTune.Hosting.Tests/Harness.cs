@@ -59,7 +59,7 @@ internal sealed class Harness : IAsyncDisposable
         ModelStorePath = dir.Sub("store"),
     };
 
-    public static async Task<Harness> StartAsync(TempDir dir, ScriptedRound? round, Action<OnDeviceFineTuningOptions>? configure = null, string name = "", FakeTimeProvider? time = null,
+    public static async Task<Harness> StartAsync(TempDir dir, IFineTuningRound? round, Action<OnDeviceFineTuningOptions>? configure = null, string name = "", FakeTimeProvider? time = null,
         TimeProvider? clock = null, Action<IServiceCollection>? services = null)
     {
         if (!Directory.Exists(dir.Sub("artifacts"))) TestModels.WriteArtifacts(dir.Sub("artifacts"), favouredClass: 0);

@@ -113,16 +113,17 @@ public sealed class SqliteFeedbackStoreTests : IDisposable
     }
 
     [Fact]
-    public void HeldOut_assignment_is_a_pure_function_of_the_id_with_the_requested_share()
+    public void HeldOut_assignment_is_a_pure_function_of_the_key_and_secret_with_the_requested_share()
     {
         var ids = Enumerable.Range(0, 20000).Select(i => $"id-{i}").ToArray();
-        var first = ids.Select(id => HeldOutAssignment.IsHeldOut(id, 0.1)).ToArray();
-        var again = ids.Select(id => HeldOutAssignment.IsHeldOut(id, 0.1)).ToArray();
+        byte[] secret = [.. Enumerable.Range(1, 32).Select(i => (byte)i)];
+        var first = ids.Select(id => HeldOutAssignment.IsHeldOut(id, secret, 0.1)).ToArray();
+        var again = ids.Select(id => HeldOutAssignment.IsHeldOut(id, secret, 0.1)).ToArray();
         Assert.Equal(first, again);
         var share = first.Count(b => b) / (double)ids.Length;
         Assert.InRange(share, 0.09, 0.11);
-        Assert.DoesNotContain(ids, id => HeldOutAssignment.IsHeldOut(id, 0));
+        Assert.DoesNotContain(ids, id => HeldOutAssignment.IsHeldOut(id, secret, 0));
         // A larger share only adds records: membership is monotonic in the share.
-        Assert.All(ids.Where(id => HeldOutAssignment.IsHeldOut(id, 0.1)), id => Assert.True(HeldOutAssignment.IsHeldOut(id, 0.3)));
+        Assert.All(ids.Where(id => HeldOutAssignment.IsHeldOut(id, secret, 0.1)), id => Assert.True(HeldOutAssignment.IsHeldOut(id, secret, 0.3)));
     }
 }

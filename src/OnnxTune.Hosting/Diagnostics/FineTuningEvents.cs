@@ -81,6 +81,11 @@ public sealed class FineTuningEvents
 
     internal void OnServingFallback(ServingFallbackEventArgs e, Action<Exception> onError) => Raise(ServingFallback, e, onError);
 
+    /// <summary>Raised when the drift watch finds the newest version worse than its predecessor on live signals (and rolled it back unless AutoRollback is off).</summary>
+    public event EventHandler<DriftDetectedEventArgs>? DriftDetected;
+
+    internal void OnDriftDetected(DriftDetectedEventArgs e, Action<Exception> onError) => Raise(DriftDetected, e, onError);
+
     internal void OnRoundCompleted(RoundCompletedEventArgs e, Action<Exception> onError) => Raise(RoundCompleted, e, onError);
 
     internal void OnCandidateRejected(CandidateRejectedEventArgs e, Action<Exception> onError) => Raise(CandidateRejected, e, onError);

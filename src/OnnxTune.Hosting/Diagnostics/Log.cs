@@ -52,4 +52,20 @@ internal static partial class Log
 
     [LoggerMessage(4016, LogLevel.Error, "Model '{Model}': the fine-tuning loop stopped unexpectedly.")]
     public static partial void LoopFailed(ILogger logger, string model, Exception exception);
+
+    // Gate and drift watch (4050-4069).
+    [LoggerMessage(4050, LogLevel.Warning, "Model '{Model}': drift watch rolled back version {Version} to {Restored}: {Reason}")]
+    public static partial void DriftRollback(ILogger logger, string model, string version, string restored, string reason);
+
+    [LoggerMessage(4051, LogLevel.Error, "Model '{Model}': drift watch could not roll back version {Version}: {Reason}")]
+    public static partial void DriftRollbackFailed(ILogger logger, string model, string version, string reason, Exception? exception);
+
+    [LoggerMessage(4052, LogLevel.Warning, "Model '{Model}': drift watch signal on version {Version} (automatic rollback is off): {Reason}")]
+    public static partial void DriftDetected(ILogger logger, string model, string version, string reason);
+
+    [LoggerMessage(4053, LogLevel.Warning, "Model '{Model}': no golden set and no replay set in the artifacts; gates judge candidates on held-out feedback only.")]
+    public static partial void NoGoldenReference(ILogger logger, string model);
+
+    [LoggerMessage(4054, LogLevel.Information, "Model '{Model}': round {Round} retries {Retried} records of rejected rounds; {Deferred} records over the user cap ({Share:P0}) wait for a later round.")]
+    public static partial void RoundSelection(ILogger logger, string model, long round, int retried, int deferred, double share);
 }

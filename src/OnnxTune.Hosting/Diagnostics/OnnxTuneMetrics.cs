@@ -21,6 +21,9 @@ internal sealed class OnnxTuneMetrics : IDisposable
     private readonly Histogram<double> _swapDuration;
     private readonly Histogram<double> _roundDuration;
     private readonly ConcurrentDictionary<string, Func<int?>> _serving = new(StringComparer.Ordinal);
+    private readonly Counter<long> _driftDetections;
+    private readonly Counter<long> _roundRecords;
+    private readonly ConcurrentDictionary<string, Func<IReadOnlyList<(string Role, VersionLiveSignals Signals)>>> _drift = new(StringComparer.Ordinal);
 
     public OnnxTuneMetrics(IMeterFactory? meterFactory)
     {
@@ -36,6 +39,11 @@ internal sealed class OnnxTuneMetrics : IDisposable
         _swapDuration = _meter.CreateHistogram<double>("onnxtune.swap.duration", "ms", "Time to load, warm up and publish a session.");
         _roundDuration = _meter.CreateHistogram<double>("onnxtune.round.duration", "s", "Round wall time.");
         _meter.CreateObservableGauge("onnxtune.serving.version", ObserveServing, "{version}", "Serving version (0: base model).");
+        _roundRecords = _meter.CreateCounter<long>("onnxtune.round.records", "{record}", "Records of rounds by fate (onnxtune.fate: retried, deferred, confirmed, pending).");
+        _driftDetections = _meter.CreateCounter<long>("onnxtune.drift.detections", "{detection}", "Versions the drift watch found worse than their predecessor (tag onnxtune.rolled_back).");
+        _meter.CreateObservableGauge("onnxtune.drift.correction_rate", () => ObserveDrift(s => s.CorrectionRate), "{correction}/{prediction}", "Corrections per prediction of the watched and the previous version.");
+        _meter.CreateObservableGauge("onnxtune.drift.distribution_shift", () => ObserveDrift(s => s.DistributionShift ?? 0), null, "Total-variation distance of predicted classes from the reference distribution.");
+        _meter.CreateObservableGauge("onnxtune.drift.confidence", () => ObserveDrift(s => s.MeanConfidence), null, "Mean top-1 confidence over the watch window.");
     }
 
     public void RegisterServing(string model, Func<int?> version) => _serving[model] = version;
@@ -62,6 +70,23 @@ internal sealed class OnnxTuneMetrics : IDisposable
         _gateMetric.Record(value, new(ModelTag, model), new("onnxtune.metric", metric), new("onnxtune.model_role", which));
 
     public void Swap(string model, TimeSpan duration) => _swapDuration.Record(duration.TotalMilliseconds, new KeyValuePair<string, object?>(ModelTag, model));
+
+    public void RoundRecords(string model, string fate, long count)
+    {
+        if (count > 0) _roundRecords.Add(count, new(ModelTag, model), new("onnxtune.fate", fate));
+    }
+
+    public void RegisterDrift(string model, Func<IReadOnlyList<(string Role, VersionLiveSignals Signals)>> signals) => _drift[model] = signals;
+
+    public void DriftDetected(string model, IReadOnlyList<DriftSignal> signals, bool rolledBack) =>
+        _driftDetections.Add(1, new(ModelTag, model), new("onnxtune.signal", string.Join(",", signals)), new("onnxtune.rolled_back", rolledBack));
+
+    private IEnumerable<Measurement<double>> ObserveDrift(Func<VersionLiveSignals, double> value)
+    {
+        foreach (var (model, signals) in _drift)
+            foreach (var (role, s) in signals())
+                yield return new Measurement<double>(value(s), new(ModelTag, model), new("onnxtune.model_role", role), new("onnxtune.version", s.Version ?? 0));
+    }
 
     private IEnumerable<Measurement<long>> ObserveServing()
     {

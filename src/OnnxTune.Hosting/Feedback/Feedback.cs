@@ -120,6 +120,10 @@ public sealed record Feedback
     /// <summary>Gets free-form metadata stored with the record.</summary>
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
 
+    /// <summary>Gets the prediction this feedback answers (which version served it, what it predicted), or <see langword="null"/>.</summary>
+    /// <value>The default value is <see langword="null"/>: the feedback is not tied to a served prediction.</value>
+    public PredictionReference? Prediction { get; init; }
+
     /// <summary>Feedback for a text model.</summary>
     public static Feedback ForText(string text, FeedbackLabel label, string? userId = null) =>
         new() { Text = text, Label = label, UserId = userId };
@@ -132,7 +136,9 @@ public sealed record Feedback
 /// <summary>Returned once a feedback record is durably stored.</summary>
 /// <param name="Id">The record id.</param>
 /// <param name="Sequence">Store sequence number (monotonic).</param>
-/// <param name="HeldOut">True when the record is held out for validation rather than trained on.</param>
+/// <param name="HeldOut">True when the record is held out for validation rather than trained on. Keep it from untrusted
+/// clients: the side is keyed by a secret of the store so that nobody can choose it, but a client that sees it can
+/// resend variants of an input until one lands where it wants.</param>
 public sealed record FeedbackReceipt(string Id, long Sequence, bool HeldOut);
 
 /// <summary>A stored feedback record.</summary>

@@ -9,17 +9,20 @@ using OnnxTune.Hosting.Diagnostics;
 namespace OnnxTune.Hosting.Internal;
 
 /// <summary>
-/// Held-out membership from the record's input alone (its text, or its tensors' names, shapes and values): it never
-/// changes, needs no stored random state, and the same input sent twice (a retry, or a correction of a correction)
-/// always lands on the same side, so validation never scores an input the candidate trained on.
+/// Held-out membership from the record's input alone (its text, or its tensors' names, shapes and values), keyed with
+/// the store's secret (HMAC-SHA256, <see cref="HeldOutSecret"/>): it never changes, the same input sent twice (a
+/// retry, or a correction of a correction) always lands on the same side, so validation never scores an input the
+/// candidate trained on, and without the secret nobody can choose a side (appending a space gives a fresh, unknowable
+/// draw). Stored records keep the flag they were written with.
 /// </summary>
 internal static class HeldOutAssignment
 {
-    public static bool IsHeldOut(string key, double share)
+    public static bool IsHeldOut(string key, ReadOnlySpan<byte> secret, double share)
     {
         if (share <= 0) return false;
+        if (secret.Length == 0) throw new ArgumentException("The held-out secret is empty.", nameof(secret));
         Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(Encoding.UTF8.GetBytes(key), hash);
+        HMACSHA256.HashData(secret, Encoding.UTF8.GetBytes(key), hash);
         var u = BinaryPrimitives.ReadUInt64LittleEndian(hash);
         return u / 18446744073709551616.0 < share;
     }
@@ -63,6 +66,7 @@ internal sealed class FeedbackSchema
         Inputs = manifest.Inputs;
         MaxTextLength = options.MaxTextLength;
         Limits = FeedbackLimits.Create(manifest, options);
+        MaxWeight = options.MaxFeedbackWeight;
         if (options.Labels is { Count: > 0 } labels) Labels = [.. labels];
         else if (manifest.Properties.TryGetValue("labels", out var json))
         {
@@ -84,6 +88,7 @@ internal sealed class FeedbackSchema
     public long? ClassCount { get; }
     public int MaxTextLength { get; }
     public FeedbackLimits Limits { get; }
+    public float MaxWeight { get; }
 
     public (long Index, string? Name) ResolveLabel(FeedbackLabel label)
     {
@@ -150,7 +155,7 @@ internal sealed class FeedbackSchema
         }
     }
 
-    public FeedbackRecord ToRecord(Feedback feedback, string id, DateTimeOffset now, double heldOutShare)
+    public FeedbackRecord ToRecord(Feedback feedback, string id, DateTimeOffset now, double heldOutShare, byte[]? heldOutSecret = null)
     {
         ValidateInput(feedback.Text, feedback.Tensors);
         var (index, name) = ResolveLabel(feedback.Label);
@@ -158,6 +163,8 @@ internal sealed class FeedbackSchema
             throw new FeedbackValidationException(FeedbackErrorKind.NonFiniteValue, "Weight", $"Weight {feedback.Weight} is not finite.");
         if (feedback.Weight < 0)
             throw new FeedbackValidationException(FeedbackErrorKind.InvalidWeight, "Weight", $"Weight {feedback.Weight} is negative.");
+        if (feedback.Weight > MaxWeight)
+            throw new FeedbackValidationException(FeedbackErrorKind.InvalidWeight, "Weight", $"Weight {feedback.Weight} is above the limit (MaxFeedbackWeight) {MaxWeight}.");
         return new FeedbackRecord
         {
             Id = id,
@@ -169,7 +176,8 @@ internal sealed class FeedbackSchema
             Weight = feedback.Weight,
             UserId = feedback.UserId,
             Metadata = feedback.Metadata,
-            HeldOut = HeldOutAssignment.IsHeldOut(HeldOutAssignment.InputKey(feedback.Text, feedback.Tensors), heldOutShare),
+            HeldOut = heldOutShare > 0 && HeldOutAssignment.IsHeldOut(HeldOutAssignment.InputKey(feedback.Text, feedback.Tensors),
+                heldOutSecret ?? throw new InvalidOperationException("Held-out assignment needs the store's secret."), heldOutShare),
         };
     }
 
@@ -192,13 +200,19 @@ internal sealed class FeedbackWriter(
     ILogger logger,
     ModelHealth? health = null) : IFeedbackWriter
 {
+    private readonly HeldOutSecret _secret = new(store);
+
+    /// <summary>Called after a record was stored (the drift watch counts corrections of served predictions).</summary>
+    internal Action<Feedback, FeedbackRecord>? Accepted { get; set; }
+
     public async ValueTask<FeedbackReceipt> WriteAsync(Feedback feedback, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(feedback);
         FeedbackRecord record;
+        var secret = heldOutShare > 0 ? await _secret.GetAsync(cancellationToken).ConfigureAwait(false) : null;
         try
         {
-            record = schema.ToRecord(feedback, Guid.NewGuid().ToString("N"), timeProvider.GetUtcNow(), heldOutShare);
+            record = schema.ToRecord(feedback, Guid.NewGuid().ToString("N"), timeProvider.GetUtcNow(), heldOutShare, secret);
         }
         catch (FeedbackValidationException e)
         {
@@ -225,6 +239,7 @@ internal sealed class FeedbackWriter(
         }
         health?.OnStoreOk();
         metrics.FeedbackAccepted(modelName, record.HeldOut);
+        Accepted?.Invoke(feedback, record);
         return new FeedbackReceipt(record.Id, seq, record.HeldOut);
     }
 }

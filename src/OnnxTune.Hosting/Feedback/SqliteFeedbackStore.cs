@@ -14,7 +14,7 @@ namespace OnnxTune.Hosting;
 /// truncated <c>-shm</c> would otherwise kill the process with SIGBUS). Thread-safe: calls are serialised on the
 /// connection. Every failure is a <see cref="FeedbackStoreException"/> (busy, full, read-only, corrupt, I/O).
 /// </summary>
-public sealed class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaintenance, IDisposable
+public sealed partial class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaintenance, IDisposable
 {
     private const string Columns = "seq, id, created_at, user_id, text, tensors, label_index, label_name, weight, metadata, held_out";
     private const string SecretKey = "user_hash_secret";
@@ -97,6 +97,7 @@ public sealed class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaintenance, 
                 cmd.Parameters.AddWithValue("$v", Convert.ToHexStringLower(_secret));
                 cmd.ExecuteNonQuery();
             }
+            Execute(c, LedgerSchema);
         }
         catch (Exception e) when (FeedbackStoreErrors.IsStoreError(e) || e is FormatException)
         {
@@ -181,7 +182,7 @@ public sealed class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaintenance, 
         using (var c = Open())
         using (var cmd = c.CreateCommand())
         {
-            cmd.CommandText = "SELECT seq FROM feedback WHERE seq <= $b AND held_out = 0 ORDER BY seq;";
+            cmd.CommandText = $"SELECT seq FROM feedback WHERE seq <= $b AND held_out = 0 AND {NotInLedger} ORDER BY seq;";
             cmd.Parameters.AddWithValue("$b", upToSequence);
             using var r = cmd.ExecuteReader();
             while (r.Read()) seqs.Add(r.GetInt64(0));

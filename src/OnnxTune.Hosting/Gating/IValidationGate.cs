@@ -14,9 +14,9 @@ public interface IValidationGate
 }
 
 /// <summary>Metrics of one model on the held-out feedback and the golden set.</summary>
-/// <param name="HeldOutMetric">Weighted accuracy on held-out feedback, or null when there is none.</param>
+/// <param name="HeldOutMetric">Accuracy (unweighted: record weights never weight the gate) on the held-out sample, or null when there is none.</param>
 /// <param name="HeldOutCount">Held-out records evaluated.</param>
-/// <param name="GoldenMetric">Accuracy on the golden set, or null when there is none.</param>
+/// <param name="GoldenMetric">Accuracy on the golden reference (the golden set, else a sample of the artifacts' replay set), or null when there is none.</param>
 /// <param name="GoldenCount">Golden records evaluated.</param>
 /// <param name="OutputsFinite">False when any output value was NaN or infinite.</param>
 public sealed record EvaluationResult(double? HeldOutMetric, int HeldOutCount, double? GoldenMetric, int GoldenCount, bool OutputsFinite);
@@ -50,6 +50,46 @@ public sealed record GateContext
 
     /// <summary>Gets whether every floating-point weight of the candidate is finite.</summary>
     public required bool CandidateWeightsFinite { get; init; }
+
+    /// <summary>Gets the golden reference's source and the base and best versions' accuracy on it.</summary>
+    public GoldenBaseline? Golden { get; init; }
+
+    /// <summary>Gets the paired comparison of candidate and serving model on the held-out sample (null without held-out records).</summary>
+    public HeldOutComparison? HeldOut { get; init; }
+
+    /// <summary>Gets per-class accuracy of serving model and candidate on golden reference plus held-out sample, worst delta first.</summary>
+    public IReadOnlyList<ClassAccuracyDelta> ClassDeltas { get; init; } = [];
+}
+
+/// <summary>Where the golden reference came from and how the base model and the best kept version score on it.</summary>
+/// <param name="Source"><c>golden set</c>, <c>replay set</c> (the artifacts' replay set, sampled) or <c>none</c>.</param>
+/// <param name="Count">Records in the reference.</param>
+/// <param name="Base">The artifacts' base model's accuracy on it.</param>
+/// <param name="Best">The highest accuracy of a kept promoted version on it.</param>
+/// <param name="BestVersion">That version.</param>
+public sealed record GoldenBaseline(string Source, int Count, double? Base, double? Best, int? BestVersion);
+
+/// <summary>Candidate versus serving model on the same held-out records (see <see cref="GateOptions.HeldOutMargin"/>).</summary>
+/// <param name="Count">Held-out records compared.</param>
+/// <param name="ServingOnlyCorrect">Records only the serving model classifies correctly.</param>
+/// <param name="CandidateOnlyCorrect">Records only the candidate classifies correctly.</param>
+/// <param name="Difference">Candidate minus serving accuracy.</param>
+/// <param name="LowerBound">One-sided lower confidence bound of the difference.</param>
+/// <param name="Margin">The non-inferiority margin.</param>
+/// <param name="Confidence">The bound's confidence.</param>
+public sealed record HeldOutComparison(int Count, int ServingOnlyCorrect, int CandidateOnlyCorrect, double Difference, double LowerBound, double Margin, double Confidence);
+
+/// <summary>One class's accuracy under the serving model and the candidate, on the records whose true label it is.</summary>
+/// <param name="ClassIndex">The class index.</param>
+/// <param name="Label">The class name, when known.</param>
+/// <param name="Support">Records of the class (golden reference plus held-out sample).</param>
+/// <param name="Serving">Serving model accuracy on them.</param>
+/// <param name="Candidate">Candidate accuracy on them.</param>
+/// <param name="Judged">Whether the class has enough support for the per-class floor.</param>
+public sealed record ClassAccuracyDelta(long ClassIndex, string? Label, int Support, double Serving, double Candidate, bool Judged)
+{
+    /// <summary>Gets candidate minus serving accuracy.</summary>
+    public double Delta => Candidate - Serving;
 }
 
 /// <summary>One gate's verdict.</summary>
@@ -94,6 +134,18 @@ public sealed record GateDecision
 
     /// <summary>Gets every gate's result, built-in gates first.</summary>
     public required IReadOnlyList<GateCheckResult> Checks { get; init; }
+
+    /// <summary>Gets the golden reference's source and baselines.</summary>
+    public GoldenBaseline? Golden { get; init; }
+
+    /// <summary>Gets the paired held-out comparison.</summary>
+    public HeldOutComparison? HeldOut { get; init; }
+
+    /// <summary>Gets the per-class accuracy deltas, worst first (at most the 10 worst).</summary>
+    public IReadOnlyList<ClassAccuracyDelta> ClassDeltas { get; init; } = [];
+
+    /// <summary>Gets warnings about the decision (for example: no golden reference, so only held-out feedback judged).</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
 
     /// <summary>Gets the reasons of the failed gates (empty when promoted).</summary>
     public IReadOnlyList<string> Reasons => Checks.Where(c => !c.Passed).Select(c => $"{c.Gate}: {c.Detail}").ToArray();

@@ -8,6 +8,9 @@ internal sealed class ModelHandle(string modelName, SwappableInferenceSession se
 {
     private long _lastUse = long.MinValue;
 
+    /// <summary>Sees every prediction served through <see cref="Predict"/> (the drift watch).</summary>
+    internal IPredictionObserver? Observer { get; set; }
+
     public string ModelName => modelName;
 
     public int? ServingVersion => sessions.Current?.Version?.Version;
@@ -50,6 +53,7 @@ internal sealed class ModelHandle(string modelName, SwappableInferenceSession se
                         break;
                 }
             }
+            Observer?.Observed(lease.Entry.Version?.Version, result);
             return new ModelOutput(lease.Entry.Version?.Version, result);
         }
         finally

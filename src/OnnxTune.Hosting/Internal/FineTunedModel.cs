@@ -93,7 +93,10 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         : new[] { Options.TrainedModelPath, Options.ArtifactsPath }
             .Where(d => d is { Length: > 0 })
             .Select(d => Path.Combine(d!, TrainedModelFolder.ReplaySetFileName))
-            .FirstOrDefault(File.Exists);
+            .FirstOrDefault(File.Exists)
+        ?? (Manifest.Properties.TryGetValue(GoldenReference.ReplayProperty, out var p) && p.Length > 0 && File.Exists(Path.Combine(Options.ArtifactsPath, p))
+            ? Path.Combine(Options.ArtifactsPath, p)
+            : null);
 
     /// <summary>The replay set's records (validated like feedback; never held out), read once.</summary>
     public IReadOnlyList<FeedbackRecord> ReplaySet => _replaySet.Value;

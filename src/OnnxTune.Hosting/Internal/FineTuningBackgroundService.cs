@@ -26,6 +26,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
     private readonly IFineTuningRound? _engine;
     private readonly IModelEvaluator _evaluator;
     private readonly IReadOnlyList<IValidationGate> _gates;
+    private readonly GateEvaluation _evaluation;
     private readonly ILogger _logger;
     private long _lastRoundAt;
 
@@ -35,7 +36,9 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         _engine = engine;
         _evaluator = evaluator;
         var o = model.Options;
-        _gates = [new FiniteGate(), new GoldenSetGate(o.GoldenTolerance), new HeldOutGate(o.MinHeldOutImprovement), .. appGates];
+        _gates = [new FiniteGate(), new GoldenSetGate(o.GoldenTolerance), new HeldOutGate(o.MinHeldOutImprovement),
+            new PerClassGate(o.Gate.PerClassTolerance, o.Gate.PerClassMinSupport), .. appGates];
+        _evaluation = new GateEvaluation(model, evaluator);
         _logger = model.Logger;
     }
 
@@ -183,8 +186,12 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             work = Path.Combine(RoundsRoot, round.ToString("D6", CultureInfo.InvariantCulture));
             var watermark = await GetWatermarkAsync(ct).ConfigureAwait(false);
             var upTo = await store.GetLatestSequenceAsync(ct).ConfigureAwait(false);
-            var fresh = await ScreenAsync(await store.GetTrainingSinceAsync(watermark, upTo, ct).ConfigureAwait(false), ct).ConfigureAwait(false);
-            if (fresh.Count == 0) return null;
+            // New records since the watermark plus unconfirmed ones (deferred by the user cap, or from rejected rounds).
+            var selection = await RoundSelection.SelectAsync(store, o.Gate, watermark, upTo, ct).ConfigureAwait(false);
+            if (selection.NewSinceWatermark == 0) return null;
+            var fresh = await ScreenAsync(selection.Selected, ct).ConfigureAwait(false);
+            if (selection.Deferred.Count > 0 || selection.Retried > 0)
+                Log.RoundSelection(_logger, _model.Name, round, selection.Retried, selection.Deferred.Count, o.Gate.MaxUserShare);
             var replayCount = (int)Math.Ceiling(fresh.Count * o.ReplayRatio);
             var (fromSet, fromStore) = ReplaySampler.Split(replayCount, _model.ReplaySet.Count, o.BaseReplayShare);
             var storeReplay = await ScreenAsync(await store.GetReplaySampleAsync(watermark, fromStore, unchecked((int)round), ct).ConfigureAwait(false), ct).ConfigureAwait(false);
@@ -240,8 +247,16 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 _model.Metrics.Rejection(_model.Name);
                 Log.CandidateRejected(_logger, _model.Name, round, string.Join("; ", decision.Reasons));
                 _model.Events.OnCandidateRejected(new CandidateRejectedEventArgs(decision), OnHandlerError(nameof(FineTuningEvents.CandidateRejected)));
-                // Rejected feedback is not retried as "new"; it stays available to replay.
-                await store.SetStateAsync(WatermarkKey, upTo.ToString(CultureInfo.InvariantCulture), CancellationToken.None).ConfigureAwait(false);
+            }
+            // A discarded candidate (rollback or deletion during the round) leaves its records new: nothing is committed.
+            if (discarded is null)
+            {
+            // A promotion confirms the round's records (they join replay); a rejection keeps them out of replay and
+            // retries them as new in later rounds (at most MaxRejectedRetries times). Deferred records wait.
+            await selection.CommitAsync(store, decision.Promoted, o.Gate.MaxRejectedRetries, WatermarkKey, upTo).ConfigureAwait(false);
+            _model.Metrics.RoundRecords(_model.Name, decision.Promoted ? "confirmed" : "pending", selection.Selected.Count);
+            _model.Metrics.RoundRecords(_model.Name, "retried", selection.Retried);
+            _model.Metrics.RoundRecords(_model.Name, "deferred", selection.Deferred.Count);
             }
             await PurgeAsync().ConfigureAwait(false);
             Complete(round, outcome, start, decision, null, result.TrainLoss);
@@ -329,24 +344,14 @@ internal sealed class FineTuningBackgroundService : BackgroundService
 
     private async Task<GateDecision> GateAsync(long round, int? servingVersion, string servingModel, FineTuningRoundResult result, long upTo, CancellationToken ct)
     {
-        var heldOut = await ScreenAsync(await _model.Store.GetHeldOutAsync(upTo, ct).ConfigureAwait(false), ct).ConfigureAwait(false);
-        var golden = LoadGoldenSet();
-        var servingEval = _evaluator.Evaluate(servingModel, heldOut, golden, ct);
-        var candidateEval = _evaluator.Evaluate(result.CandidateModelPath, heldOut, golden, ct);
-        var context = new GateContext
-        {
-            ModelName = _model.Name,
-            Round = round,
-            ServingVersion = servingVersion,
-            ServingModelPath = servingModel,
-            CandidateModelPath = result.CandidateModelPath,
-            TrainLoss = result.TrainLoss,
-            Serving = servingEval,
-            Candidate = candidateEval,
-            CandidateWeightsFinite = _evaluator.WeightsFinite(result.CandidateModelPath) && CheckpointFiniteCheck.FindNonFinite(result.CandidateCheckpointPath) is null,
-        };
-        RecordMetric("held_out", servingEval.HeldOutMetric, candidateEval.HeldOutMetric);
-        RecordMetric("golden", servingEval.GoldenMetric, candidateEval.GoldenMetric);
+        var (context, warnings) = await _evaluation.BuildAsync(round, servingVersion, servingModel, result.CandidateModelPath, result.TrainLoss, upTo, ct).ConfigureAwait(false);
+        // The optimizer state must be finite too: inf in exp_avg_sq would stop every later round from learning.
+        if (context.CandidateWeightsFinite && CheckpointFiniteCheck.FindNonFinite(result.CandidateCheckpointPath) is { } bad)
+            context = context with { CandidateWeightsFinite = false };
+        RecordMetric("held_out", context.Serving.HeldOutMetric, context.Candidate.HeldOutMetric);
+        RecordMetric("golden", context.Serving.GoldenMetric, context.Candidate.GoldenMetric);
+        if (context.HeldOut is { } paired) RecordMetric("held_out_lower_bound", null, paired.LowerBound);
+        if (context.ClassDeltas.FirstOrDefault(d => d.Judged) is { } worst) RecordMetric("worst_class_delta", null, worst.Delta);
         var checks = new List<GateCheckResult>(_gates.Count);
         foreach (var gate in _gates)
         {
@@ -366,9 +371,13 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             DecidedAt = TimeProvider.GetUtcNow(),
             ServingVersion = servingVersion,
             TrainLoss = result.TrainLoss,
-            Serving = servingEval,
-            Candidate = candidateEval,
+            Serving = context.Serving,
+            Candidate = context.Candidate,
             Checks = checks,
+            Golden = context.Golden,
+            HeldOut = context.HeldOut,
+            ClassDeltas = context.ClassDeltas.Take(GateEvaluation.ReportedClassDeltas).ToArray(),
+            Warnings = warnings,
         };
     }
 
@@ -458,20 +467,6 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             ? await m.DeleteOlderThanAsync(cutoff, await GetWatermarkAsync(CancellationToken.None).ConfigureAwait(false), CancellationToken.None).ConfigureAwait(false)
             : await _model.Store.DeleteOlderThanAsync(cutoff, CancellationToken.None).ConfigureAwait(false);
         if (n > 0) Log.FeedbackPurged(_logger, _model.Name, n);
-    }
-
-    private List<FeedbackRecord> LoadGoldenSet()
-    {
-        if (_model.Options.GoldenSetPath is not { Length: > 0 } path) return [];
-        var list = new List<FeedbackRecord>();
-        var i = 0;
-        foreach (var f in FeedbackJson.ReadGoldenSet(path))
-        {
-            i++;
-            try { list.Add(_model.Schema.ToRecord(f, $"golden-{i}", TimeProvider.GetUtcNow(), 0)); }
-            catch (FeedbackValidationException e) { throw new OnnxTuneException($"Golden set '{path}' record {i}: {e.Message}", e); }
-        }
-        return list;
     }
 
     private void RecordMetric(string metric, double? serving, double? candidate)

@@ -10,7 +10,7 @@ namespace OnnxTune.Hosting.Internal;
 /// or start-up served an older version than the pointer names. Data: serving version, last round, failure counts
 /// and the reasons.
 /// </summary>
-internal sealed class OnDeviceFineTuningHealthCheck(FineTunedModel model) : IHealthCheck
+internal sealed class OnDeviceFineTuningHealthCheck(FineTunedModel model, DriftWatch? driftWatch = null) : IHealthCheck
 {
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
@@ -26,6 +26,11 @@ internal sealed class OnDeviceFineTuningHealthCheck(FineTunedModel model) : IHea
             ["last_round_at"] = last?.At.ToString("O", CultureInfo.InvariantCulture) ?? "",
             ["consecutive_failed_rounds"] = health.ConsecutiveFailedRounds,
         };
+        if (driftWatch?.Status is { } drift)
+        {
+            data["drift_watch"] = drift.State;
+            data["drift_detail"] = drift.Detail;
+        }
         var name = model.Name.Length == 0 ? "default" : model.Name;
         var unhealthy = new List<string>();
         var degraded = new List<string>();
