@@ -26,21 +26,21 @@ public sealed partial class SqliteFeedbackStore : IRoundLedger
         string watermarkKey, long upToSequence, CancellationToken cancellationToken)
     {
         using var c = Open();
-        using var tx = c.BeginTransaction();
+        using var tx = c.Connection.BeginTransaction();
         if (promoted)
             foreach (var chunk in trained.Chunk(500))
-                Run(c, tx, $"DELETE FROM round_ledger WHERE seq IN ({string.Join(",", chunk)});");
+                Run(c.Connection, tx, $"DELETE FROM round_ledger WHERE seq IN ({string.Join(",", chunk)});");
         else
             foreach (var chunk in trained.Chunk(500))
                 // A record deleted meanwhile (user deletion, retention) is skipped by the join.
-                Run(c, tx, $"""
+                Run(c.Connection, tx, $"""
                     INSERT INTO round_ledger (seq, state, attempts)
                     SELECT seq, CASE WHEN 1 > $m THEN 3 ELSE 2 END, 1 FROM feedback WHERE seq IN ({string.Join(",", chunk)})
                     ON CONFLICT(seq) DO UPDATE SET attempts = attempts + 1, state = CASE WHEN attempts + 1 > $m THEN 3 ELSE 2 END;
                     """, ("$m", maxRetries));
         foreach (var chunk in deferred.Chunk(500))
-            Run(c, tx, $"INSERT OR IGNORE INTO round_ledger (seq, state, attempts) SELECT seq, 1, 0 FROM feedback WHERE seq IN ({string.Join(",", chunk)});");
-        Run(c, tx, "INSERT INTO state (key, value) VALUES ($k, $v) ON CONFLICT(key) DO UPDATE SET value = excluded.value;",
+            Run(c.Connection, tx, $"INSERT OR IGNORE INTO round_ledger (seq, state, attempts) SELECT seq, 1, 0 FROM feedback WHERE seq IN ({string.Join(",", chunk)});");
+        Run(c.Connection, tx, "INSERT INTO state (key, value) VALUES ($k, $v) ON CONFLICT(key) DO UPDATE SET value = excluded.value;",
             ("$k", watermarkKey), ("$v", upToSequence.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         tx.Commit();
         return ValueTask.CompletedTask;
