@@ -228,7 +228,8 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             string? discarded = null;
             if (decision.Promoted)
             {
-                var trained = fresh.Concat(replay).Where(r => !quarantined.Contains(r.Sequence)).DistinctBy(r => r.Sequence).ToList();
+                // Replay-set records (sequence 0) live in a file, not the store: no deletion can touch them.
+                var trained = fresh.Concat(replay).Where(r => r.Sequence > 0 && !quarantined.Contains(r.Sequence)).DistinctBy(r => r.Sequence).ToList();
                 discarded = await PromoteAsync(round, result, decision, serving?.Version?.Version, trained, upTo).ConfigureAwait(false);
                 if (discarded is null) outcome = RoundOutcome.Promoted;
                 else

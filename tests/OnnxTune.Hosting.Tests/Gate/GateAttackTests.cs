@@ -23,8 +23,13 @@ public sealed class GateAttackTests(ITestOutputHelper output) : IDisposable
 
     private FeedbackWriter Writer(IFeedbackStore store, double share, Action<OnDeviceFineTuningOptions>? configure = null)
     {
-        if (!Directory.Exists(_dir.Sub("art"))) TestModels.WriteArtifacts(_dir.Sub("art"));
-        var options = new OnDeviceFineTuningOptions();
+        // A model with a tokenizer, so that text feedback is accepted (the schema checks only that one is recorded).
+        if (!Directory.Exists(_dir.Sub("art")))
+        {
+            TestModels.WriteArtifacts(_dir.Sub("art"), properties: new Dictionary<string, string> { ["onnxtune.tokenizer.vocab"] = "vocab.txt" });
+            File.WriteAllLines(Path.Combine(_dir.Sub("art"), "vocab.txt"), ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]);
+        }
+        var options = new OnDeviceFineTuningOptions { ArtifactsPath = _dir.Sub("art") };
         configure?.Invoke(options);
         return new FeedbackWriter("m", new FeedbackSchema(ArtifactManifest.Load(_dir.Sub("art")), options), store, share, TimeProvider.System, _metrics, NullLogger.Instance);
     }
@@ -217,7 +222,7 @@ public sealed class GateAttackTests(ITestOutputHelper output) : IDisposable
         round.Then(0);
         Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
         Assert.Equal(d, Seqs(round.Inputs[3].NewFeedback));
-        Assert.Equal(10, round.Inputs[3].ReplaySample.Count);
+        Assert.Equal(20, round.Inputs[3].ReplaySample.Count); // ReplayRatio 2 × 10 new records: every confirmed one
         Assert.All(round.Inputs[3].ReplaySample, r => Assert.Contains(r.Sequence, b.Concat(c)));
         Assert.All(round.Inputs.SelectMany(i => i.ReplaySample), r => Assert.DoesNotContain(r.Sequence, a));
         var counts = await ledger.CountLedgerAsync(default);
