@@ -250,7 +250,8 @@ public static class IntentWebApp
 
     private static string VersionName(int? version) => version is { } v ? $"v{v}" : "base";
 
-    private static GateDecision? ReadDecision(string path)
+    /// <summary>A version's <c>decision.json</c> (as hosting writes it: snake_case), or null when missing or unreadable.</summary>
+    public static GateDecision? ReadDecision(string path)
     {
         try
         {
@@ -262,10 +263,10 @@ public static class IntentWebApp
         }
     }
 
-    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
+    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web) { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
     /// <summary>The decision without free text that could name files: metrics and which checks passed.</summary>
-    internal static object? Describe(GateDecision? d) => d is null ? null : new
+    public static object? Describe(GateDecision? d) => d is null ? null : new
     {
         round = d.Round,
         promoted = d.Promoted,

@@ -194,3 +194,39 @@ public sealed class SecurityTests(WebAppFixture fixture) : IAsyncLifetime
             Assert.Contains(p.Name, new[] { "type", "title", "status", "detail", "traceId", "instance" });
     }
 }
+
+/// <summary>The page's data comes from the version folders' decision files, read as hosting writes them.</summary>
+public sealed class DecisionFileTests
+{
+    [Fact]
+    public void A_decision_json_as_hosting_writes_it_is_read_with_its_metrics_and_checks()
+    {
+        var path = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(path, """
+                {"model_name":"","round":1,"promoted":true,"decided_at":"2026-12-01T22:15:04.6018125+00:00","train_loss":1.66,
+                 "serving":{"held_out_metric":0.5,"held_out_count":4,"golden_metric":0.95,"golden_count":300,"outputs_finite":true},
+                 "candidate":{"held_out_metric":0.75,"held_out_count":4,"golden_metric":0.9533,"golden_count":300,"outputs_finite":true},
+                 "checks":[{"gate":"golden-set","passed":true,"detail":"candidate 0.9533 vs serving 0.9500 (tolerance 0.0100, n=300) in /secret/path"}],
+                 "reasons":[]}
+                """);
+            var d = IntentWebApp.ReadDecision(path);
+            Assert.NotNull(d);
+            Assert.True(d.Promoted);
+            Assert.Equal(0.75, d.Candidate.HeldOutMetric);
+            Assert.Equal(0.95, d.Serving.GoldenMetric);
+            Assert.Equal(300, d.Candidate.GoldenCount);
+            var described = JsonSerializer.Serialize(IntentWebApp.Describe(d));
+            Assert.Contains("golden-set", described, StringComparison.Ordinal);
+            Assert.DoesNotContain("/secret", described, StringComparison.Ordinal);
+            File.WriteAllText(path, "{not json");
+            Assert.Null(IntentWebApp.ReadDecision(path));
+            Assert.Null(IntentWebApp.ReadDecision(path + ".missing"));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+}
