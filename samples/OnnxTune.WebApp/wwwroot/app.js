@@ -89,15 +89,16 @@ function drawChart(points) {
   g.clearRect(0, 0, W, H);
   g.font = '12px system-ui, sans-serif';
   g.strokeStyle = '#ddd'; g.fillStyle = '#555';
-  for (let i = 0; i <= 5; i++) {           // y axis: accuracy 0.5 .. 1.0
-    const v = 0.5 + i * 0.1, y = T + (H - T - B) * (1 - (v - 0.5) / 0.5);
+  for (let i = 0; i <= 5; i++) {           // y axis: accuracy 0 .. 1
+    const v = i * 0.2, y = T + (H - T - B) * (1 - v);
     g.beginPath(); g.moveTo(L, y); g.lineTo(W - R, y); g.stroke();
     g.fillText(v.toFixed(1), 8, y + 4);
   }
   c.dataset.versions = String(points.length);
   if (points.length === 0) { g.fillText('No versions yet: the first round has not been promoted.', L + 10, H / 2); return; }
-  const x = i => L + (points.length === 1 ? (W - L - R) / 2 : i * (W - L - R) / (points.length - 1));
-  const y = v => T + (H - T - B) * (1 - (Math.max(0.5, Math.min(1, v)) - 0.5) / 0.5);
+  const P = 44; // inner padding, so the first and last labels fit
+  const x = i => L + P + (points.length === 1 ? (W - L - R - 2 * P) / 2 : i * (W - L - R - 2 * P) / (points.length - 1));
+  const y = v => T + (H - T - B) * (1 - Math.max(0, Math.min(1, v)));
   for (const [key, color] of [['heldOut', '#1f77b4'], ['golden', '#ff7f0e']]) {
     g.strokeStyle = color; g.fillStyle = color; g.lineWidth = 2; g.beginPath();
     let started = false;
@@ -109,7 +110,9 @@ function drawChart(points) {
     points.forEach((p, i) => { if (p[key] != null) { g.beginPath(); g.arc(x(i), y(p[key]), 3, 0, 2 * Math.PI); g.fill(); } });
   }
   g.fillStyle = '#222'; g.lineWidth = 1;
-  points.forEach((p, i) => g.fillText(p.version + (p.current ? ' ●' : ''), x(i) - 10, H - 10));
+  g.textAlign = 'center';
+  points.forEach((p, i) => g.fillText(p.version + (p.current ? ' (serving)' : ''), x(i), H - 10));
+  g.textAlign = 'start';
 }
 
 async function showDecisions(e) {
