@@ -5,9 +5,9 @@ namespace OnnxTune.Demo;
 /// <summary>The demo's knobs (all have defaults; <c>--help</c> lists them).</summary>
 internal sealed record DemoSettings
 {
-    public int Rounds { get; init; } = 10;
-    public int WaveSize { get; init; } = 300;
-    public double OldShare { get; init; } = 0.7;
+    public int Rounds { get; init; } = 5;
+    public int WaveSize { get; init; } = 400;
+    public double OldShare { get; init; } = 0.5;
     public int TrainPerIntent { get; init; } = 40;
     public int GoldenPerIntent { get; init; } = 5;
     public int TestPerIntent { get; init; } = 10;
@@ -22,7 +22,7 @@ internal static class DemoCommandLine
     public static Task<int> InvokeAsync(string[] args, Func<DemoSettings, Task<int>> run)
     {
         var d = new DemoSettings();
-        var fast = new Option<bool>("--fast") { Description = "5 feedback waves (one per new domain) instead of 10." };
+        var fast = new Option<bool>("--fast") { Description = "3 feedback waves instead of 5 (the 5 new domains launch over them)." };
         var rounds = new Option<int>("--rounds") { Description = "Feedback waves; the 5 new domains launch evenly over them.", DefaultValueFactory = _ => d.Rounds };
         var wave = new Option<int>("--wave") { Description = "Training records per wave (= MinNewFeedback).", DefaultValueFactory = _ => d.WaveSize };
         var oldShare = new Option<double>("--old-share") { Description = "Share of a wave's feedback about the known domains.", DefaultValueFactory = _ => d.OldShare };
@@ -36,7 +36,7 @@ internal static class DemoCommandLine
         };
         root.SetAction((r, _) => run(new DemoSettings
         {
-            Rounds = r.GetValue(fast) ? 5 : r.GetValue(rounds),
+            Rounds = r.GetValue(fast) ? 3 : r.GetValue(rounds),
             WaveSize = r.GetValue(wave),
             OldShare = r.GetValue(oldShare),
             TrainPerIntent = r.GetValue(perIntent),

@@ -26,7 +26,7 @@ public sealed class OnDeviceFineTuningOptions
     private const int DefaultBatchSize = 16;
     private const double DefaultLearningRate = 1e-3;
     private const int DefaultTrainingThreads = 1;
-    private const double DefaultGoldenTolerance = 0.01;
+    private const double DefaultGoldenTolerance = 0.015;
     private const double DefaultReplayRatio = 2.0;
     private const double DefaultHeldOutShare = 0.1;
     private const int DefaultKeepVersions = 5;
@@ -166,10 +166,13 @@ public sealed class OnDeviceFineTuningOptions
     /// Gets or sets how far (absolute) the golden-set accuracy may fall before a candidate is rejected. The candidate
     /// must reach <c>max(base, serving) − tolerance</c> and <c>best − 2·tolerance</c>, where base is the artifacts' model,
     /// serving the serving version and best the kept version with the highest golden accuracy, all scored on the same
-    /// golden set: losses cannot ratchet down one tolerance per round. Without a golden set the artifacts' replay set
-    /// (manifest property <c>onnxtune.replay</c>) is used; with neither the check passes with a warning in the decision.
+    /// golden set: losses cannot ratchet down one tolerance per round. Without a golden set the replay set
+    /// (<see cref="ReplaySetPath"/>) is used; with neither the check passes with a warning in the decision. Learning new
+    /// classes costs a little on known ones at first (a new class takes a few of their examples until it has seen more
+    /// feedback); 0.01 rejected such clean rounds on a 375-utterance golden set while the final known-domain accuracy
+    /// rose, 0.015 let them through and still rejected the random-label round.
     /// </summary>
-    /// <value>The default value is 0.01.</value>
+    /// <value>The default value is 0.015.</value>
     [Range(0.0, 1.0)]
     public double GoldenTolerance { get; set; } = DefaultGoldenTolerance;
 

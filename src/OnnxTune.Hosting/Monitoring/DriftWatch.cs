@@ -36,6 +36,7 @@ internal sealed class DriftWatch : BackgroundService, IPredictionObserver
     private readonly GoldenReferenceSource _reference;
     private TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile Watched? _watched;
+    private readonly HashSet<DriftSignal> _advisoryReported = [];
     private volatile DriftWatchStatus _status;
     private bool _startupSwapPending;
     private readonly SemaphoreSlim _checkLock = new(1, 1);
@@ -114,6 +115,7 @@ internal sealed class DriftWatch : BackgroundService, IPredictionObserver
             _counters[v] = new VersionCounters(_options.Window);
             _watched = new Watched(v, e.PreviousVersion, _model.TimeProvider.GetUtcNow());
             _lastSignals = null;
+            _advisoryReported.Clear();
             _status = new DriftWatchStatus("collecting", Describe(v, e.PreviousVersion, "promoted; collecting live signals"));
         }
         else if (_watched is not null)
@@ -194,6 +196,8 @@ internal sealed class DriftWatch : BackgroundService, IPredictionObserver
             signals.Add(DriftSignal.CorrectionRate);
         if (shiftCur - (shiftPrev ?? 0) > o.MaxDistributionShift) signals.Add(DriftSignal.DistributionShift);
         if (prev.MeanConfidence - cur.MeanConfidence > o.MaxConfidenceDrop) signals.Add(DriftSignal.Confidence);
+        // Signals already reported for this version (advisory ones keep it watched) are not raised again.
+        signals.RemoveAll(_advisoryReported.Contains);
         if (signals.Count == 0)
         {
             _status = new DriftWatchStatus("watching", Describe(w.Version, w.Previous, "within thresholds; " + numbers));
@@ -203,7 +207,17 @@ internal sealed class DriftWatch : BackgroundService, IPredictionObserver
         var reason = $"{string.Join(", ", signals)} crossed: {numbers}";
         var since = _model.TimeProvider.GetUtcNow() - w.Since;
         var rolledBack = false;
-        if (o.AutoRollback)
+        var rollbackWorthy = signals.Any(sig => sig == DriftSignal.CorrectionRate
+            || (sig == DriftSignal.DistributionShift && o.RollBackOnDistributionShift)
+            || (sig == DriftSignal.Confidence && o.RollBackOnConfidenceDrop));
+        if (o.AutoRollback && !rollbackWorthy)
+        {
+            // Reported, not acted on: the version stays served and watched for the correction rate.
+            Log.DriftDetected(_model.Logger, _model.Name, Name(w.Version), reason);
+            _status = new DriftWatchStatus("watching", Describe(w.Version, w.Previous, "reported (no rollback for this signal): " + reason));
+            _advisoryReported.UnionWith(signals);
+        }
+        else if (o.AutoRollback)
         {
             try
             {

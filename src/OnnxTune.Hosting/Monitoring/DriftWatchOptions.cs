@@ -63,6 +63,18 @@ public sealed class DriftWatchOptions
     [Range(0.0, 1.0)]
     public double MaxDistributionShift { get; set; } = 0.25;
 
+    /// <summary>
+    /// Gets or sets whether a crossed <see cref="MaxDistributionShift"/> rolls back. A version that learned new classes
+    /// predicts them on new traffic, which shifts its distribution by design, so by default the shift is reported
+    /// (event, metric, health) and only the correction rate rolls back.
+    /// </summary>
+    /// <value>The default value is <see langword="false"/>.</value>
+    public bool RollBackOnDistributionShift { get; set; }
+
+    /// <summary>Gets or sets whether a crossed <see cref="MaxConfidenceDrop"/> rolls back (otherwise it is reported only).</summary>
+    /// <value>The default value is <see langword="false"/>.</value>
+    public bool RollBackOnConfidenceDrop { get; set; }
+
     /// <summary>Gets or sets the largest fall of mean top-1 confidence (softmax of the scored output) from the previous version.</summary>
     /// <value>The default value is 0.2.</value>
     [Range(0.0, 1.0)]

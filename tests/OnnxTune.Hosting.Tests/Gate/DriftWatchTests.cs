@@ -113,6 +113,7 @@ public sealed class DriftWatchTests(ITestOutputHelper output) : IDisposable
             // This test is about the watch: let the gate pass anything so that a bad version gets promoted.
             (o.MinHeldOutImprovement, o.GoldenTolerance, o.Gate.PerClassTolerance, o.Gate.HeldOutMargin) = (0, 1, 1, 1);
             o.DriftWatch.CheckInterval = TimeSpan.FromHours(1);
+            o.DriftWatch.RollBackOnDistributionShift = true;
         });
         var watch = h.Host.Services.GetRequiredKeyedService<DriftWatch>(h.Name);
         DriftDetectedEventArgs? detection = null;
