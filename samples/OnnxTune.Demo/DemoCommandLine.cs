@@ -13,6 +13,9 @@ internal sealed record DemoSettings
     public int TestPerIntent { get; init; } = 10;
     public int TrainableLayers { get; init; } = 2;
     public bool Poison { get; init; } = true;
+    public double? DistillationWeight { get; init; }
+    public double? EncoderLearningRateScale { get; init; }
+    public double? BaseReplayShare { get; init; }
     public string? OutDir { get; init; }
 }
 
@@ -30,9 +33,12 @@ internal static class DemoCommandLine
         var layers = new Option<int>("--trainable-layers") { Description = "Top encoder layers trained besides the head.", DefaultValueFactory = _ => d.TrainableLayers };
         var noPoison = new Option<bool>("--no-poison") { Description = "Skip the buggy client's random-label wave." };
         var outDir = new Option<string?>("--out") { Description = "Output folder (default artifacts/demo)." };
+        var distill = new Option<double?>("--distillation") { Description = "Override DistillationWeight (library default 1; 0 turns distillation off), for ablations." };
+        var encoderScale = new Option<double?>("--encoder-lr-scale") { Description = "Override EncoderLearningRateScale (library default 0.1), for ablations." };
+        var replayShare = new Option<double?>("--base-replay-share") { Description = "Override BaseReplayShare (library default 0.5; 0: no replay of the shipped data), for ablations." };
         var root = new RootCommand("OnnxTune demo: MiniLM + head learning new intents from text feedback, on-device, without forgetting the known ones.")
         {
-            fast, rounds, wave, oldShare, perIntent, layers, noPoison, outDir,
+            fast, rounds, wave, oldShare, perIntent, layers, noPoison, outDir, distill, encoderScale, replayShare,
         };
         root.SetAction((r, _) => run(new DemoSettings
         {
@@ -43,6 +49,9 @@ internal static class DemoCommandLine
             TrainableLayers = r.GetValue(layers),
             Poison = !r.GetValue(noPoison),
             OutDir = r.GetValue(outDir),
+            DistillationWeight = r.GetValue(distill),
+            EncoderLearningRateScale = r.GetValue(encoderScale),
+            BaseReplayShare = r.GetValue(replayShare),
         }));
         return root.Parse(args).InvokeAsync();
     }

@@ -49,6 +49,9 @@ static async Task<int> RunAsync(DemoSettings settings)
         o.MinNewFeedback = settings.WaveSize; // one round per wave
         o.CheckInterval = TimeSpan.FromMilliseconds(100);
         o.TrainingThreads = 2;                // the demo predicts only between rounds; an app keeps the default 1
+        if (settings.DistillationWeight is { } kd) o.DistillationWeight = kd;                 // ablation knobs only
+        if (settings.EncoderLearningRateScale is { } scale) o.EncoderLearningRateScale = scale;
+        if (settings.BaseReplayShare is { } share) o.BaseReplayShare = share;
     });
     using var host = builder.Build();
     var classifier = host.Services.GetRequiredService<ITextClassifier>();
