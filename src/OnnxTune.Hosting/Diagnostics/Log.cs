@@ -63,6 +63,9 @@ internal static partial class Log
     [LoggerMessage(4052, LogLevel.Warning, "Model '{Model}': drift watch signal on version {Version} (automatic rollback is off): {Reason}")]
     public static partial void DriftDetected(ILogger logger, string model, string version, string reason);
 
+    [LoggerMessage(4055, LogLevel.Warning, "Model '{Model}': drift watch signal on version {Version}, reported without rollback (only the correction rate rolls back unless DriftWatch:RollBackOnDistributionShift/RollBackOnConfidenceDrop is set): {Reason}")]
+    public static partial void DriftReported(ILogger logger, string model, string version, string reason);
+
     [LoggerMessage(4053, LogLevel.Warning, "Model '{Model}': no golden set and no replay set in the artifacts; gates judge candidates on held-out feedback only.")]
     public static partial void NoGoldenReference(ILogger logger, string model);
 

@@ -213,7 +213,7 @@ internal sealed class DriftWatch : BackgroundService, IPredictionObserver
         if (o.AutoRollback && !rollbackWorthy)
         {
             // Reported, not acted on: the version stays served and watched for the correction rate.
-            Log.DriftDetected(_model.Logger, _model.Name, Name(w.Version), reason);
+            Log.DriftReported(_model.Logger, _model.Name, Name(w.Version), reason);
             _status = new DriftWatchStatus("watching", Describe(w.Version, w.Previous, "reported (no rollback for this signal): " + reason));
             _advisoryReported.UnionWith(signals);
         }

@@ -276,10 +276,10 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
         }
     }
 
-    [LoggerMessage(4050, LogLevel.Information,
+    [LoggerMessage(4060, LogLevel.Information,
         "Model '{Model}': round {Round} trains on {Records} records ({Skipped} with weight 0 skipped), {Epochs} epochs, batch {BatchSize}, learning rate {LearningRate}, from {Start}, {Threads} threads.")]
     private static partial void LogRoundTraining(ILogger logger, string model, long round, int records, int skipped, int epochs, int batchSize, double learningRate, string start, int threads);
 
-    [LoggerMessage(4051, LogLevel.Debug, "Model '{Model}': round {Round} epoch {Epoch} mean loss {Loss:F5} after {Steps} steps.")]
+    [LoggerMessage(4061, LogLevel.Debug, "Model '{Model}': round {Round} epoch {Epoch} mean loss {Loss:F5} after {Steps} steps.")]
     private static partial void LogEpoch(ILogger logger, string model, long round, int epoch, double loss, long steps);
 }
