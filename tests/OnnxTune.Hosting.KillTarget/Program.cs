@@ -6,7 +6,7 @@
 //     READY <serving>            the host started (serving: a version number or "base")
 //     ACCEPTED <id>              printed only after IFeedbackWriter.WriteAsync returned (the record is durable)
 //     ROUND_STARTED <round>      the background service started a round (log event 4002)
-//     EPOCH <round> <epoch>      the training engine finished an epoch (debug log event 4051)
+//     EPOCH <round> <epoch>      the training engine finished an epoch (debug log event 4061)
 //     PROBE <version> <floats>   the promoted model's logits on fixed probe inputs
 //     PROMOTED <version>         a round promoted its candidate and it is serving
 //     ROUND_COMPLETED <round> <outcome>
@@ -68,6 +68,7 @@ builder.Services.AddOnDeviceFineTuning(o =>
     o.EpochsPerRound = Option("epochs", 100);
     o.BatchSize = Option("batch-size", 16);
     o.LearningRate = 0.01;
+    o.ReplayRatio = 1; // rounds sized as the crash timings were tuned for (the library default is 2)
     o.TrainingThreads = 1;
     o.InferenceThreads = 1;
     o.KeepVersions = Option("keep-versions", 5);
@@ -262,13 +263,13 @@ internal static class Clusters
 }
 
 /// <summary>
-/// Sends log lines to stderr, and turns OnnxTune.Hosting's "round started" (4002) and "epoch done" (4051) events
+/// Sends log lines to stderr, and turns OnnxTune.Hosting's "round started" (4002) and "epoch done" (4061) events
 /// into protocol lines.
 /// </summary>
 internal sealed class ProtocolLoggerProvider : ILoggerProvider
 {
     private const int RoundStartedEventId = 4002;
-    private const int EpochEventId = 4051;
+    private const int EpochEventId = 4061;
 
     public ILogger CreateLogger(string categoryName) => new Logger(categoryName);
 

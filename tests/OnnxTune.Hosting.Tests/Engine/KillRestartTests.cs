@@ -13,7 +13,7 @@ namespace OnnxTune.Hosting.Tests.Engine;
 /// </summary>
 public sealed class KillRestartTests : IDisposable
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120); // a hang guard for shared CI machines
     private readonly TempDir _dir = new();
     private readonly ITestOutputHelper _output;
     private readonly List<ChildProcess> _children = [];
