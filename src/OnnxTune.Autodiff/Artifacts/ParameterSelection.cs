@@ -45,7 +45,7 @@ public sealed record ParameterSelection
 
     private static IEnumerable<string> Match(string glob, List<string> candidates, string flag)
     {
-        var regex = new Regex("^" + Regex.Escape(glob).Replace("\\*", ".*", StringComparison.Ordinal).Replace("\\?", ".", StringComparison.Ordinal) + "$", RegexOptions.CultureInvariant);
+        var regex = ParameterGlob.ToRegex(glob);
         var hits = candidates.Where(c => regex.IsMatch(c)).ToList();
         if (hits.Count == 0)
         {

@@ -162,8 +162,7 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
     private static Dictionary<string, double>? EncoderScales(ArtifactManifest manifest, FineTuningRoundInput input)
     {
         if (input.EncoderLearningRateScale == 1.0 || input.HeadParameters.Count == 0) return null;
-        var head = input.HeadParameters.Select(g => new System.Text.RegularExpressions.Regex(
-            "^" + System.Text.RegularExpressions.Regex.Escape(g).Replace("\\*", ".*", StringComparison.Ordinal).Replace("\\?", ".", StringComparison.Ordinal) + "$")).ToList();
+        var head = input.HeadParameters.Select(ParameterGlob.ToRegex).ToList();
         var names = manifest.TrainableParameters.Select(p => p.Name).ToList();
         var encoder = names.Where(n => !head.Any(r => r.IsMatch(n))).ToList();
         // Without a recognisable head (or without anything else) there are no groups to tell apart.

@@ -1,4 +1,4 @@
-using System.Text.RegularExpressions;
+using OnnxTune.Autodiff.Artifacts;
 
 namespace OnnxTune.Training.Optimizers;
 
@@ -14,7 +14,7 @@ internal static class LearningRateScaling
         {
             if (!double.IsFinite(kv.Value) || kv.Value < 0)
                 throw new TrainingOptionsException($"LearningRateScales['{kv.Key}'] is {kv.Value}; a factor must be finite and >= 0.");
-            return (kv.Key, kv.Value, Regex: new Regex("^" + Regex.Escape(kv.Key).Replace("\\*", ".*", StringComparison.Ordinal).Replace("\\?", ".", StringComparison.Ordinal) + "$", RegexOptions.CultureInvariant));
+            return (kv.Key, kv.Value, Regex: ParameterGlob.ToRegex(kv.Key));
         }).OrderByDescending(p => p.Key.Length).ToList();
         var result = new double[parameters.Count];
         var used = new HashSet<string>(StringComparer.Ordinal);
