@@ -14,7 +14,6 @@ using OnnxTune.Training;
 using OnnxTune.Training.Caching;
 using OnnxTune.Training.SafeTensors;
 using DataType = Onnx.TensorProto.Types.DataType;
-using TrainingSession = OnnxTune.Training.TrainingSession;
 
 // Frozen-prefix cache benchmark (issue 3, item 4): all-MiniLM-L6-v2 + masked mean pooling + Linear(384 -> 150),
 // head and encoder layers 4-5 trainable, on CLINC150 train sentences. Each mode runs in its own process so that
@@ -54,7 +53,7 @@ ModeResult RunFull()
     var dir = Path.Combine(work, "full");
     BuildArtifacts(model, trainable, dir);
     var artifactSeconds = sw.Elapsed.TotalSeconds;
-    using var session = TrainingSession.Open(dir, new TrainingSessionOptions { IntraOpThreads = threads, InterOpThreads = 1 });
+    using var session = TrainingEngine.Open(dir, new TrainingEngineOptions { IntraOpThreads = threads, InterOpThreads = 1 });
     var epochSeconds = new List<double>();
     var losses = new List<float>();
     var epochLoss = new List<double>();
@@ -109,7 +108,7 @@ ModeResult RunCached()
     var loadSeconds = sw.Elapsed.TotalSeconds;
     if (reuse.Computed != 0) throw new InvalidOperationException($"The reopened cache recomputed {reuse.Computed} examples.");
 
-    using var session = TrainingSession.Open(Path.Combine(dir, "artifacts"), new TrainingSessionOptions { IntraOpThreads = threads, InterOpThreads = 1 });
+    using var session = TrainingEngine.Open(Path.Combine(dir, "artifacts"), new TrainingEngineOptions { IntraOpThreads = threads, InterOpThreads = 1 });
     var trainer = new CachedTrainer(session, reopened);
     var epochSeconds = new List<double>();
     var epochCpu = new List<double>();

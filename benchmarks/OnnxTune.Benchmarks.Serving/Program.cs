@@ -52,7 +52,7 @@ try
         .Add("input", Normal(trainBatch * seq * WorkloadSpec.Hidden), trainBatch, seq, WorkloadSpec.Hidden)
         .Add("attention_mask", Enumerable.Repeat(1f, trainBatch * seq).ToArray(), trainBatch, seq)
         .WithLabels(Enumerable.Range(0, trainBatch).Select(_ => (long)rng.Next(WorkloadSpec.Classes)).ToArray(), trainBatch);
-    using (var session = TrainingSession.Open(artifacts, new TrainingSessionOptions { IntraOpThreads = trainingThreads, InterOpThreads = 1 }))
+    using (var session = TrainingEngine.Open(artifacts, new TrainingEngineOptions { IntraOpThreads = trainingThreads, InterOpThreads = 1 }))
     {
         for (var v = 1; v <= 2; v++)
         {
@@ -81,7 +81,7 @@ try
         using var ready = new ManualResetEventSlim(!training);
         var trainer = training ? Task.Factory.StartNew(() =>
         {
-            using var session = TrainingSession.Open(artifacts, new TrainingSessionOptions { IntraOpThreads = trainingThreads, InterOpThreads = 1 });
+            using var session = TrainingEngine.Open(artifacts, new TrainingEngineOptions { IntraOpThreads = trainingThreads, InterOpThreads = 1 });
             session.TrainStep(batch);
             session.OptimizerStep();
             ready.Set();

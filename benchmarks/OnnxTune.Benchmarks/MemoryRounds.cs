@@ -5,7 +5,7 @@ using OnnxTune.Training;
 namespace OnnxTune.Benchmarks;
 
 /// <summary>
-/// N consecutive small fine-tuning rounds as the hosted service runs them: open a TrainingSession on the W1 head
+/// N consecutive small fine-tuning rounds as the hosted service runs them: open a TrainingEngine on the W1 head
 /// artifacts, a few train + optimizer steps, save a checkpoint, export the inference model, dispose. RSS is sampled
 /// every 100 rounds; steady state is the RSS slope over the second half of the rounds.
 /// </summary>
@@ -34,7 +34,7 @@ internal static class MemoryRounds
             float loss = 0;
             for (var round = 1; round <= rounds; round++)
             {
-                using (var session = TrainingSession.Open(artifacts, new TrainingSessionOptions
+                using (var session = TrainingEngine.Open(artifacts, new TrainingEngineOptions
                 {
                     IntraOpThreads = 1,
                     InterOpThreads = 1,

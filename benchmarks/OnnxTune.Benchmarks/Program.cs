@@ -94,8 +94,8 @@ namespace OnnxTune.Benchmarks
     {
         public static readonly string[] Names = ["default", "spin", "spin-stop", "parallel", "spin-parallel", "extended", "basic", "no-mem-pattern"];
 
-        /// <summary>Applies the variant; "spin-parallel" is what TrainingSession did before issue 5 with InterOpThreads = 1.</summary>
-        public static void Apply(string name, TrainingSessionOptions options)
+        /// <summary>Applies the variant; "spin-parallel" is what TrainingEngine did before issue 5 with InterOpThreads = 1.</summary>
+        public static void Apply(string name, TrainingEngineOptions options)
         {
             options.Spinning = name switch
             {

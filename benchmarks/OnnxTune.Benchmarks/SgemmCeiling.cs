@@ -10,7 +10,7 @@ namespace OnnxTune.Benchmarks;
 
 /// <summary>
 /// The SGEMM ceiling through ONNX Runtime itself: a graph holding one MatMul of each of a workload's main forward
-/// shapes, run with 2 intra-op threads (no spinning, like TrainingSession). The workload ceiling is the count-weighted
+/// shapes, run with 2 intra-op threads (no spinning, like TrainingEngine). The workload ceiling is the count-weighted
 /// mix Σ FLOPs / Σ time over the products one forward pass runs (the backward pass runs the same sizes transposed),
 /// from each shape's best time: on a shared machine the median measures the neighbours, the best the hardware.
 /// </summary>

@@ -8,7 +8,7 @@ using OnnxTune.Training.SafeTensors;
 namespace OnnxTune.Benchmarks;
 
 /// <summary>
-/// Trains one workload through the public API (ArtifactBuilder + TrainingSession) and times each step:
+/// Trains one workload through the public API (ArtifactBuilder + TrainingEngine) and times each step:
 /// one step = TrainStep (forward + loss + backward; gradients reset lazily) + OptimizerStep (AdamW).
 /// </summary>
 internal static class TrainBenchmark
@@ -49,7 +49,7 @@ internal static class TrainBenchmark
     private static object Measure(WorkloadSpec spec, string dir, BenchArgs args)
     {
         ProcessMemory.ResetPeak();
-        var sessionOptions = new TrainingSessionOptions { IntraOpThreads = WorkloadSpec.IntraOpThreads, InterOpThreads = WorkloadSpec.InterOpThreads };
+        var sessionOptions = new TrainingEngineOptions { IntraOpThreads = WorkloadSpec.IntraOpThreads, InterOpThreads = WorkloadSpec.InterOpThreads };
         SessionVariants.Apply(args.Variant, sessionOptions);
         if (args.ProfilePrefix is { } prefix)
         {
@@ -62,7 +62,7 @@ internal static class TrainBenchmark
                 so.EnableProfiling = true;
             };
         }
-        using var session = TrainingSession.Open(dir, sessionOptions);
+        using var session = TrainingEngine.Open(dir, sessionOptions);
         if (session.ParameterNames.Sum(n => session.GetParameter(n).LongLength) != spec.ParameterCount)
             throw new InvalidOperationException($"{spec.Name}: the ONNX model's parameter count differs from WorkloadSpec.ParameterCount ({spec.ParameterCount}).");
 
@@ -103,7 +103,7 @@ internal static class TrainBenchmark
         return new
         {
             System = "OnnxTune",
-            Version = $"OnnxTune {typeof(TrainingSession).Assembly.GetName().Version?.ToString(3)}, ONNX Runtime {typeof(Microsoft.ML.OnnxRuntime.InferenceSession).Assembly.GetName().Version?.ToString(3)}",
+            Version = $"OnnxTune {typeof(TrainingEngine).Assembly.GetName().Version?.ToString(3)}, ONNX Runtime {typeof(Microsoft.ML.OnnxRuntime.InferenceSession).Assembly.GetName().Version?.ToString(3)}",
             Workload = spec.Name,
             MedianMs = Math.Round(median, 3),
             MinMs = Math.Round(total.Min(), 3),
@@ -152,7 +152,7 @@ internal static class TrainBenchmark
     /// The dump holds PyTorch Linear weights as [out, in]; the encoder's MatMul weights are [in, out], so those are
     /// transposed. The W1 head (Gemm transB=1) and the classifier use [out, in] as they are. Names match the dump.
     /// </summary>
-    private static TrainingBatch LoadInit(WorkloadSpec spec, TrainingSession session, string path)
+    private static TrainingBatch LoadInit(WorkloadSpec spec, TrainingEngine session, string path)
     {
         if (!File.Exists(path))
             throw new ArgumentException($"--init: '{path}' does not exist (write it with OnnxTune.Benchmarks.TorchSharp --dump-init DIR)");

@@ -106,7 +106,7 @@ internal static class EncoderIntentModel
         var manifest = ArtifactManifest.Load(artifacts);
         var scales = manifest.TrainableParameters.Select(p => p.Name).Where(n => !n.StartsWith(TaskHeadBuilder.Prefix, StringComparison.Ordinal))
             .ToDictionary(n => n, _ => settings.EncoderLearningRateScale, StringComparer.Ordinal);
-        using var session = TrainingSession.Open(artifacts, new TrainingSessionOptions { IntraOpThreads = 2, Seed = settings.Seed, LearningRateScales = scales });
+        using var session = TrainingEngine.Open(artifacts, new TrainingEngineOptions { IntraOpThreads = 2, Seed = settings.Seed, LearningRateScales = scales });
         var steps = settings.Epochs * (encoded.Count + settings.BatchSize - 1) / settings.BatchSize;
         var step = 0;
         for (var epoch = 1; epoch <= settings.Epochs; epoch++)

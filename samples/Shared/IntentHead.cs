@@ -7,7 +7,6 @@ using OnnxTune.Onnx.Models;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Training;
 using OnnxTune.Training.SafeTensors;
-using TrainingSession = OnnxTune.Training.TrainingSession;
 
 namespace OnnxTune.Samples;
 
@@ -57,7 +56,7 @@ internal static class IntentHead
         if (Directory.Exists(scratch)) Directory.Delete(scratch, recursive: true);
         ArtifactBuilder.Save(Build(model, labels, learningRate), scratch);
         var trainedPath = Path.Combine(scratch, "trained.onnx");
-        using (var session = TrainingSession.Open(scratch, new TrainingSessionOptions { IntraOpThreads = 2, Seed = seed }))
+        using (var session = TrainingEngine.Open(scratch, new TrainingEngineOptions { IntraOpThreads = 2, Seed = seed }))
         {
             const int BatchSize = 32;
             var rng = new Random(seed);

@@ -54,7 +54,7 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
         services.TryAddKeyedSingleton<IFeedbackEncoder>(name, (sp, _) => sp.GetRequiredKeyedService<TextModelServices>(name).CreateEncoder());
         services.TryAddKeyedSingleton<ITextClassifier>(name, (sp, _) => sp.GetRequiredKeyedService<TextModelServices>(name).CreateClassifier());
         // The training engine; an app (or a text package) may register its own IFineTuningRound for the name instead.
-        services.TryAddKeyedSingleton<IFineTuningRound>(name, (sp, _) => new TrainingSessionFineTuningRound(
+        services.TryAddKeyedSingleton<IFineTuningRound>(name, (sp, _) => new TrainingEngineFineTuningRound(
             sp.GetRequiredKeyedService<IFeedbackEncoder>(name),
             (ILogger?)sp.GetService<ILoggerFactory>()?.CreateLogger("OnnxTune.Hosting") ?? NullLogger.Instance));
         services.TryAddKeyedSingleton<IModelEvaluator>(name, (sp, _) =>

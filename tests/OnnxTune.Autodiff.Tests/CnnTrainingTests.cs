@@ -3,7 +3,6 @@ using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Onnx.Graph;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Training;
-using TrainingSession = OnnxTune.Training.TrainingSession;
 using OnnxTune.Training.Artifacts;
 using OnnxTune.Training.GradientChecking;
 using Xunit.Abstractions;
@@ -115,7 +114,7 @@ public sealed class CnnTrainingTests(ITestOutputHelper output) : IDisposable
         var initVar = Onnx.Tensors.TensorProtos.ToFloatArray(model.Graph.Initializer.First(t => t.Name == "bn1.running_var"));
 
         float[] mean1, var1;
-        using (var session = TrainingSession.Open(art))
+        using (var session = TrainingEngine.Open(art))
         {
             Assert.Equal(4, session.NonTrainableStateNames.Count);
             Assert.Equal(initMean, session.GetNonTrainableState("bn1.running_mean"));
@@ -162,7 +161,7 @@ public sealed class CnnTrainingTests(ITestOutputHelper output) : IDisposable
             var ckpt = Path.Combine(_dir, "ckpt");
             session.SaveCheckpoint(ckpt);
             var saved = session.NonTrainableStateNames.ToDictionary(n => n, session.GetNonTrainableState);
-            using var reopened = TrainingSession.Open(art, new TrainingSessionOptions { CheckpointDirectory = ckpt });
+            using var reopened = TrainingEngine.Open(art, new TrainingEngineOptions { CheckpointDirectory = ckpt });
             foreach (var (name, values) in saved) Assert.Equal(values, reopened.GetNonTrainableState(name));
         }
     }
@@ -179,7 +178,7 @@ public sealed class CnnTrainingTests(ITestOutputHelper output) : IDisposable
             Optimizer = new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = 0.01 },
         }, art);
         Assert.Equal(["bn2.running_mean", "bn2.running_var"], artifacts.Manifest.NonTrainableState.Select(s => s.Name));
-        using var session = TrainingSession.Open(art);
+        using var session = TrainingEngine.Open(art);
         var images = Images(4, 2);
         var before = session.GetNonTrainableState("bn2.running_mean");
         session.TrainStep(new TrainingBatch().Add("image", images.AsMemory(), 4, 3, 8, 8).WithLabels(new long[] { 0, 1, 2, 3 }.AsMemory(), 4));

@@ -6,7 +6,7 @@ using OnnxTune.Training.Tests.TestUtilities;
 namespace OnnxTune.Training.Tests;
 
 /// <summary>
-/// TrainingSession on generated artifacts against the weights and optimizer state PyTorch reached
+/// TrainingEngine on generated artifacts against the weights and optimizer state PyTorch reached
 /// (tests/fixtures/parity, see tests/parity/README.md): batches of 8 in order, 3 epochs, one update per batch.
 /// </summary>
 public sealed class PyTorchParityTests
@@ -74,7 +74,7 @@ public sealed class PyTorchParityTests
         var epochs = c.GetProperty("epochs").GetInt32();
         var expectedLosses = c.GetProperty("step_losses").EnumerateArray().Select(e => e.GetDouble()).ToArray();
 
-        using var session = TrainingSession.Open(tmp.Path, new TrainingSessionOptions { IntraOpThreads = 1 });
+        using var session = TrainingEngine.Open(tmp.Path, new TrainingEngineOptions { IntraOpThreads = 1 });
         var xRow = (int)(x.ElementCount() / samples);
         var lRow = (int)(labels.ElementCount() / samples);
         var xs = x.ToFloatArray();

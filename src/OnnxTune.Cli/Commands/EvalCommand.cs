@@ -40,7 +40,7 @@ internal static class EvalCommand
         if (!TextDataFile.IsTextData(dataPath))
             throw new CliArgumentException($"eval reads CSV or JSON Lines text files (.csv, .jsonl, .json); got '{dataPath}'.");
         var task = TextTask.Load(artifacts, manifest, dataPath);
-        using var session = TrainingSession.Open(artifacts, new TrainingSessionOptions { CheckpointDirectory = checkpoint });
+        using var session = TrainingEngine.Open(artifacts, new TrainingEngineOptions { CheckpointDirectory = checkpoint });
         var outputName = task.Settings.OutputName;
         var metrics = task.Settings.Kind == TaskHeadKind.Regression ? null : new ClassificationMetrics();
         double lossSum = 0;

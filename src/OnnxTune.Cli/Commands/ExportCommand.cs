@@ -21,7 +21,7 @@ internal static class ExportCommand
     {
         var (artifacts, checkpoint) = Resolve(context.FullPath(sourceDir));
         var target = context.FullPath(outPath);
-        using var session = TrainingSession.Open(artifacts, new TrainingSessionOptions { CheckpointDirectory = checkpoint });
+        using var session = TrainingEngine.Open(artifacts, new TrainingEngineOptions { CheckpointDirectory = checkpoint });
         session.ExportInferenceModel(target);
         context.Out.WriteLine($"exported {target} (artifacts {artifacts}, checkpoint {checkpoint ?? Path.Combine(artifacts, session.Manifest.Files.Checkpoint)}, step {session.Step})");
         return 0;

@@ -77,7 +77,7 @@ internal static class TrainCommand
             epochBatches = _ => sampler.NextEpoch().Select(indices => data.CreateBatch(indices));
             order = s.Shuffle ? $"shuffled (seed {seed})" : "in order";
         }
-        using var session = TrainingSession.Open(artifactsDir, new TrainingSessionOptions { Seed = seed });
+        using var session = TrainingEngine.Open(artifactsDir, new TrainingEngineOptions { Seed = seed });
         if (s.LearningRate is { } lr) session.LearningRate = lr;
 
         var w = context.Out;

@@ -12,7 +12,7 @@ internal static class TeacherScores
 {
     private const int BatchRows = 64;
 
-    public static void Fill(List<TrainingSessionFineTuningRound.Example> examples, string servingModelPath, string scoresOutput, int threads, double factor, CancellationToken ct)
+    public static void Fill(List<TrainingEngineFineTuningRound.Example> examples, string servingModelPath, string scoresOutput, int threads, double factor, CancellationToken ct)
     {
         using var options = new SessionOptions { IntraOpNumThreads = Math.Max(1, threads), InterOpNumThreads = 1 };
         using var session = new InferenceSession(servingModelPath, options);

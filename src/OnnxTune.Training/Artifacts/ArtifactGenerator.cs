@@ -40,7 +40,7 @@ public static class ArtifactGenerator
             var path = Path.Combine(checkpoint, file);
             if (File.Exists(path)) File.Delete(path);
         }
-        using (var session = TrainingSession.Open(directory))
+        using (var session = TrainingEngine.Open(directory))
             session.SaveCheckpoint(checkpoint, new Dictionary<string, string> { [ArtifactsProperty] = Path.GetFullPath(directory) });
     }
 }

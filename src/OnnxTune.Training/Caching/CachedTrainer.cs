@@ -20,7 +20,7 @@ public sealed record CachedEpochResult(IReadOnlyList<float> Losses, int Optimize
 /// </summary>
 public sealed class CachedTrainer
 {
-    private readonly TrainingSession _session;
+    private readonly TrainingEngine _session;
     private readonly ActivationCache _cache;
 
     /// <summary>Pairs a session over suffix artifacts with the activation cache of the same split.</summary>
@@ -28,7 +28,7 @@ public sealed class CachedTrainer
     /// <param name="cache">Cache of the split's prefix.</param>
     /// <param name="gradientAccumulationSteps">Train steps per optimizer update.</param>
     /// <exception cref="ActivationCacheException">The artifacts' data inputs are not the cache's tensors.</exception>
-    public CachedTrainer(TrainingSession session, ActivationCache cache, int gradientAccumulationSteps = 1)
+    public CachedTrainer(TrainingEngine session, ActivationCache cache, int gradientAccumulationSteps = 1)
     {
         ArgumentNullException.ThrowIfNull(session);
         ArgumentNullException.ThrowIfNull(cache);

@@ -2,7 +2,7 @@ using OnnxTune.Autodiff.Artifacts;
 
 namespace OnnxTune.Training.Optimizers;
 
-/// <summary>Resolves <see cref="TrainingSessionOptions.LearningRateScales"/> patterns to one factor per parameter.</summary>
+/// <summary>Resolves <see cref="TrainingEngineOptions.LearningRateScales"/> patterns to one factor per parameter.</summary>
 internal static class LearningRateScaling
 {
     /// <summary>One factor per parameter (in <paramref name="parameters"/> order), or null when every factor is 1.</summary>

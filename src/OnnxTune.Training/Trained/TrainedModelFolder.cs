@@ -23,7 +23,7 @@ public static class TrainedModelFolder
     public const string ReplaySetFileName = "replay.jsonl";
 
     /// <summary>Writes the session's checkpoint and exported inference model into <paramref name="directory"/>.</summary>
-    public static void Save(TrainingSession session, string directory, IReadOnlyDictionary<string, string>? properties = null)
+    public static void Save(TrainingEngine session, string directory, IReadOnlyDictionary<string, string>? properties = null)
     {
         ArgumentNullException.ThrowIfNull(session);
         ArgumentException.ThrowIfNullOrEmpty(directory);

@@ -9,7 +9,7 @@ using Xunit.Abstractions;
 namespace OnnxTune.Hosting.Tests.Engine;
 
 /// <summary>
-/// The real engine end to end: SQLite feedback, TrainingSession rounds over generated artifacts of a tiny MLP,
+/// The real engine end to end: SQLite feedback, TrainingEngine rounds over generated artifacts of a tiny MLP,
 /// the gate, promotion, hot swap and restart (no scripted round is registered, so the default engine runs).
 /// </summary>
 public sealed class EngineRoundTests : IDisposable
@@ -64,7 +64,7 @@ public sealed class EngineRoundTests : IDisposable
     public async Task Default_registration_uses_the_training_engine()
     {
         await using var h = await StartAsync();
-        Assert.IsType<TrainingSessionFineTuningRound>(h.Host.Services.GetRequiredKeyedService<IFineTuningRound>(h.Name));
+        Assert.IsType<TrainingEngineFineTuningRound>(h.Host.Services.GetRequiredKeyedService<IFineTuningRound>(h.Name));
     }
 
     [Fact]

@@ -19,7 +19,7 @@ public sealed class TrainedBaseTests : IDisposable
     {
         var folder = _dir.Sub(name);
         var rows = Clusters.Sample(400, seed);
-        using var session = TrainingSession.Open(_dir.Sub("artifacts"), new TrainingSessionOptions { Seed = seed });
+        using var session = TrainingEngine.Open(_dir.Sub("artifacts"), new TrainingEngineOptions { Seed = seed });
         session.LearningRate = 0.02;
         for (var epoch = 0; epoch < 5; epoch++)
             foreach (var chunk in rows.Chunk(20))
@@ -102,7 +102,7 @@ public sealed class TrainedBaseTests : IDisposable
         Clusters.WriteArtifacts(_dir.Sub("artifacts-kd"), weightedAndDistilled: true);
         var folder = _dir.Sub("trained-kd");
         var known = Clusters.Sample(600, seed: 11).Where(r => r.Y < 3).ToList();
-        using (var session = TrainingSession.Open(_dir.Sub("artifacts-kd"), new TrainingSessionOptions { Seed = 1 }))
+        using (var session = TrainingEngine.Open(_dir.Sub("artifacts-kd"), new TrainingEngineOptions { Seed = 1 }))
         {
             session.LearningRate = 0.02;
             for (var epoch = 0; epoch < 5; epoch++)

@@ -18,7 +18,7 @@ public sealed class EngineRecordFailedTests : IDisposable
     {
         var artifacts = Clusters.WriteArtifacts(_dir.Sub("artifacts"));
         var manifest = ArtifactManifest.Load(artifacts);
-        var engine = new TrainingSessionFineTuningRound(new TensorFeedbackEncoder("m"), NullLogger.Instance);
+        var engine = new TrainingEngineFineTuningRound(new TensorFeedbackEncoder("m"), NullLogger.Instance);
         var fresh = Clusters.Sample(20, 1).Select((r, i) => new FeedbackRecord { Id = $"r{i}", Sequence = i + 1, Tensors = Clusters.Tensors(r.X), LabelIndex = r.Y }).ToList();
         fresh.Add(new FeedbackRecord { Id = "text", Sequence = 21, Text = "a text record for a tensor model", LabelIndex = 1 });
         fresh.Add(new FeedbackRecord { Id = "batch2", Sequence = 22, Tensors = new Dictionary<string, TensorData> { [Clusters.Input] = TensorData.Float(new float[16], 2, 8) }, LabelIndex = 1 });

@@ -3,7 +3,6 @@ using OnnxTune.Onnx.Models;
 using OnnxTune.Onnx.Tensors;
 using OnnxTune.Training.Artifacts;
 using OnnxTune.Training.Checkpoints;
-using TrainingSession = OnnxTune.Training.TrainingSession;
 
 namespace OnnxTune.Training.Tests.Artifacts;
 
@@ -29,7 +28,7 @@ public sealed class ArtifactGeneratorTests : IDisposable
 
         var (metadata, tensors) = CheckpointStore.Load(Path.Combine(_dir, "checkpoint"));
         Assert.Equal(0, metadata.Step);
-        using var session = TrainingSession.Open(_dir);
+        using var session = TrainingEngine.Open(_dir);
         var expected = TensorProtos.ToFloatArray(model.Graph.Initializer.First(t => t.Name == "fc2.weight"));
         Assert.Equal(expected, session.GetParameter("fc2.weight"));
         Assert.All(session.GetOptimizerState("fc2.weight.exp_avg"), v => Assert.Equal(0f, v));
@@ -44,7 +43,7 @@ public sealed class ArtifactGeneratorTests : IDisposable
         ArtifactGenerator.Generate(first, new ArtifactOptions(), _dir);
         var second = new MlpModelBuilder(4).Layer(2).Build(seed: 2);
         ArtifactGenerator.Generate(second, new ArtifactOptions(), _dir);
-        using var session = TrainingSession.Open(_dir);
+        using var session = TrainingEngine.Open(_dir);
         Assert.Equal(TensorProtos.ToFloatArray(second.Graph.Initializer.First(t => t.Name == "fc1.weight")), session.GetParameter("fc1.weight"));
     }
 }

@@ -6,7 +6,6 @@ using OnnxTune.Onnx.Tensors;
 using OnnxTune.Training.Caching;
 using OnnxTune.Training.SafeTensors;
 using OnnxTune.Training.Tests.TestUtilities;
-using TrainingSession = OnnxTune.Training.TrainingSession;
 
 namespace OnnxTune.Training.Tests.Caching;
 
@@ -32,7 +31,7 @@ public sealed class CachedTrainingTests
 
         GeneratedArtifacts.Create(model, options, dir.Combine("full"));
         var expected = new List<float>();
-        using (var full = TrainingSession.Open(dir.Combine("full")))
+        using (var full = TrainingEngine.Open(dir.Combine("full")))
             for (var epoch = 0; epoch < Epochs; epoch++)
                 foreach (var batch in batches)
                 {
@@ -44,7 +43,7 @@ public sealed class CachedTrainingTests
         GeneratedArtifacts.Create(split.Suffix, options, dir.Combine("suffix"));
         var actual = new List<float>();
         using var cache = new ActivationCache(split);
-        using (var suffix = TrainingSession.Open(dir.Combine("suffix")))
+        using (var suffix = TrainingEngine.Open(dir.Combine("suffix")))
         {
             var trainer = new CachedTrainer(suffix, cache);
             for (var epoch = 0; epoch < Epochs; epoch++)

@@ -7,7 +7,6 @@ using OnnxTune.Training.Caching;
 using OnnxTune.Training.SafeTensors;
 using OnnxTune.Training.Tests.TestUtilities;
 using DataType = Onnx.TensorProto.Types.DataType;
-using TrainingSession = OnnxTune.Training.TrainingSession;
 
 namespace OnnxTune.Training.Tests.Caching;
 
@@ -31,7 +30,7 @@ public sealed class LengthBucketTrainingTests
         using var dir = new TempDirectory();
         GeneratedArtifacts.Create(model, options, dir.Combine("full"));
         var expected = new List<float>();
-        using (var full = TrainingSession.Open(dir.Combine("full")))
+        using (var full = TrainingEngine.Open(dir.Combine("full")))
             for (var epoch = 0; epoch < 3; epoch++)
                 foreach (var batch in batches)
                 {
@@ -43,7 +42,7 @@ public sealed class LengthBucketTrainingTests
         Assert.Contains(split.Manifest.Frontier, f => f.Name == "hidden");
         GeneratedArtifacts.Create(split.Suffix, options, dir.Combine("suffix"));
         using var cache = new ActivationCache(split, new ActivationCacheOptions { BatchSize = 3 });
-        using var suffix = TrainingSession.Open(dir.Combine("suffix"));
+        using var suffix = TrainingEngine.Open(dir.Combine("suffix"));
         var trainer = new CachedTrainer(suffix, cache);
         var actual = Enumerable.Range(0, 3).SelectMany(_ => trainer.TrainEpoch(batches).Losses).ToList();
 

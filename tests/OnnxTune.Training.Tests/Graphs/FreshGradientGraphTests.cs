@@ -19,7 +19,7 @@ public sealed class FreshGradientGraphTests : IDisposable
     }
 
     private static global::Onnx.ModelProto? Fresh(global::Onnx.ModelProto m) =>
-        FreshGradientGraph.TryCreate(m, ["W", "b"], TrainingSession.LazyResetGradInput, TrainingSession.GradBufferSuffix, TrainingSession.GradOutputSuffix);
+        FreshGradientGraph.TryCreate(m, ["W", "b"], TrainingEngine.LazyResetGradInput, TrainingEngine.GradBufferSuffix, TrainingEngine.GradOutputSuffix);
 
     [Fact]
     public void Drops_the_accumulation_tail_and_writes_gradients_to_the_outputs()
@@ -29,9 +29,9 @@ public sealed class FreshGradientGraphTests : IDisposable
         Assert.NotNull(fresh);
         var g = fresh!.Graph;
         Assert.DoesNotContain(g.Node, n => n.OpType == "Where");
-        Assert.DoesNotContain(g.Input, i => i.Name == TrainingSession.LazyResetGradInput || i.Name.EndsWith(TrainingSession.GradBufferSuffix, StringComparison.Ordinal));
+        Assert.DoesNotContain(g.Input, i => i.Name == TrainingEngine.LazyResetGradInput || i.Name.EndsWith(TrainingEngine.GradBufferSuffix, StringComparison.Ordinal));
         foreach (var p in new[] { "W", "b" })
-            Assert.Single(g.Node, n => n.Output.Contains(p + TrainingSession.GradOutputSuffix));
+            Assert.Single(g.Node, n => n.Output.Contains(p + TrainingEngine.GradOutputSuffix));
         Assert.Equal(training.Graph.Output.Select(o => o.Name), g.Output.Select(o => o.Name));
         // Two nodes (Add, Where) fewer per parameter; the source model is not modified.
         Assert.Equal(training.Graph.Node.Count - 4, g.Node.Count);

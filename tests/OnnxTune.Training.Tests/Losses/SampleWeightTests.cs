@@ -37,7 +37,7 @@ public sealed class SampleWeightTests : IDisposable
     [Fact]
     public void Weighted_loss_is_the_weighted_mean_of_per_example_cross_entropy()
     {
-        using var session = TrainingSession.Open(Artifacts(Weighted(), "w"));
+        using var session = TrainingEngine.Open(Artifacts(Weighted(), "w"));
         var (x, y) = Data(1);
         var w = new[] { 0.5f, 2f, 0f, 1f, 3f };
         var eval = session.EvalStep(new TrainingBatch().Add("features", x, N, Input).WithLabels(y, N));
@@ -55,7 +55,7 @@ public sealed class SampleWeightTests : IDisposable
         Assert.Equal(num / den, loss, 5);
         // Without weights every example counts once: the plain mean, as the unweighted artifacts compute it.
         var plain = session.EvalStep(new TrainingBatch().Add("features", x, N, Input).WithLabels(y, N)).Loss;
-        using var unweighted = TrainingSession.Open(Artifacts(new LossSpec { Kind = LossKind.CrossEntropy, OutputName = "logits" }, "u"));
+        using var unweighted = TrainingEngine.Open(Artifacts(new LossSpec { Kind = LossKind.CrossEntropy, OutputName = "logits" }, "u"));
         Assert.Equal(unweighted.EvalStep(new TrainingBatch().Add("features", x, N, Input).WithLabels(y, N)).Loss, plain, 5);
     }
 
@@ -63,11 +63,11 @@ public sealed class SampleWeightTests : IDisposable
     public void Weight_two_trains_like_the_example_given_twice()
     {
         var (x, y) = Data(2);
-        using var weighted = TrainingSession.Open(Artifacts(Weighted(), "w"));
+        using var weighted = TrainingEngine.Open(Artifacts(Weighted(), "w"));
         weighted.TrainStep(new TrainingBatch().Add("features", x, N, Input).WithLabels(y, N).WithSampleWeights(new[] { 2f, 1f, 1f, 1f, 1f }, N));
         weighted.OptimizerStep();
 
-        using var duplicated = TrainingSession.Open(Artifacts(Weighted(), "d"));
+        using var duplicated = TrainingEngine.Open(Artifacts(Weighted(), "d"));
         var x2 = x.Take(Input).Concat(x).ToArray();
         var y2 = new[] { y[0] }.Concat(y).ToArray();
         duplicated.TrainStep(new TrainingBatch().Add("features", x2, N + 1, Input).WithLabels(y2, N + 1));
@@ -84,7 +84,7 @@ public sealed class SampleWeightTests : IDisposable
     [Fact]
     public void Negative_weights_are_a_typed_error_naming_the_input()
     {
-        using var session = TrainingSession.Open(Artifacts(Weighted(), "w"));
+        using var session = TrainingEngine.Open(Artifacts(Weighted(), "w"));
         var (x, y) = Data(3);
         var e = Assert.Throws<BatchValidationException>(() =>
             session.TrainStep(new TrainingBatch().Add("features", x, N, Input).WithLabels(y, N).WithSampleWeights(new[] { 1f, -1f, 1f, 1f, 1f }, N)));
@@ -114,7 +114,7 @@ public sealed class SampleWeightTests : IDisposable
     [Fact]
     public void Distillation_adds_the_temperature_scaled_kl_to_the_teacher()
     {
-        using var session = TrainingSession.Open(Artifacts(Distilled(), "kd"));
+        using var session = TrainingEngine.Open(Artifacts(Distilled(), "kd"));
         var (x, y) = Data(6);
         var rng = new Random(9);
         var teacher = Enumerable.Range(0, N * Classes).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();

@@ -49,7 +49,7 @@ public sealed class FusedCpuOptimizerTests : IDisposable
     }
 
     // Updates, an accumulated update (two train steps), a learning-rate change, then more updates.
-    private static void Train(TrainingSession s)
+    private static void Train(TrainingEngine s)
     {
         s.TrainStep(Batch(1)); s.OptimizerStep();
         s.TrainStep(Batch(2)); s.TrainStep(Batch(3)); s.OptimizerStep();
@@ -63,8 +63,8 @@ public sealed class FusedCpuOptimizerTests : IDisposable
     {
         var spec = Spec(name);
         var dir = Artifacts(spec);
-        using var graph = TrainingSession.Open(dir, new TrainingSessionOptions { OptimizerExecution = OptimizerExecution.Graph, IntraOpThreads = 2 });
-        using var fused = TrainingSession.Open(dir, new TrainingSessionOptions { OptimizerExecution = OptimizerExecution.Fused, IntraOpThreads = 2 });
+        using var graph = TrainingEngine.Open(dir, new TrainingEngineOptions { OptimizerExecution = OptimizerExecution.Graph, IntraOpThreads = 2 });
+        using var fused = TrainingEngine.Open(dir, new TrainingEngineOptions { OptimizerExecution = OptimizerExecution.Fused, IntraOpThreads = 2 });
         Assert.Equal(OptimizerExecution.Graph, graph.OptimizerExecution);
         Assert.Equal(OptimizerExecution.Fused, fused.OptimizerExecution);
         Train(graph);
@@ -95,7 +95,7 @@ public sealed class FusedCpuOptimizerTests : IDisposable
     [Fact]
     public void Auto_picks_fused_on_the_cpu_and_graph_for_optimizer_graphs_it_does_not_know()
     {
-        using (var s = TrainingSession.Open(Artifacts(Spec("adamw"))))
+        using (var s = TrainingEngine.Open(Artifacts(Spec("adamw"))))
             Assert.Equal(OptimizerExecution.Fused, s.OptimizerExecution);
         // A custom optimizer graph (here: OnnxTune's without its signature) is run as a graph.
         var handWritten = Artifacts(Spec("adamw"));
@@ -103,9 +103,9 @@ public sealed class FusedCpuOptimizerTests : IDisposable
         var optimizer = OnnxModelReader.Load(optimizerPath);
         optimizer.MetadataProps.Clear();
         OnnxModelWriter.Save(optimizer, optimizerPath);
-        using (var s = TrainingSession.Open(handWritten))
+        using (var s = TrainingEngine.Open(handWritten))
             Assert.Equal(OptimizerExecution.Graph, s.OptimizerExecution);
-        var e = Assert.Throws<InvalidArtifactsException>(() => TrainingSession.Open(handWritten, new TrainingSessionOptions { OptimizerExecution = OptimizerExecution.Fused }));
+        var e = Assert.Throws<InvalidArtifactsException>(() => TrainingEngine.Open(handWritten, new TrainingEngineOptions { OptimizerExecution = OptimizerExecution.Fused }));
         Assert.Contains("onnxtune.optimizer", e.Message);
     }
 
@@ -115,9 +115,9 @@ public sealed class FusedCpuOptimizerTests : IDisposable
         var dir = Artifacts(Spec("adamw"));
         var manifest = ArtifactManifest.Load(dir);
         (manifest with { Optimizer = manifest.Optimizer with { Beta2 = 0.98 } }).Save(dir);
-        var e = Assert.Throws<InvalidArtifactsException>(() => TrainingSession.Open(dir, new TrainingSessionOptions { OptimizerExecution = OptimizerExecution.Fused }));
+        var e = Assert.Throws<InvalidArtifactsException>(() => TrainingEngine.Open(dir, new TrainingEngineOptions { OptimizerExecution = OptimizerExecution.Fused }));
         Assert.Contains("beta2=0.98", e.Message);
-        using var s = TrainingSession.Open(dir);
+        using var s = TrainingEngine.Open(dir);
         Assert.Equal(OptimizerExecution.Graph, s.OptimizerExecution);
     }
 

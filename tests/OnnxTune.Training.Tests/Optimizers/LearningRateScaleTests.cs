@@ -30,7 +30,7 @@ public sealed class LearningRateScaleTests : IDisposable
             .WithLabels(Enumerable.Range(0, 4).Select(_ => (long)rng.Next(3)).ToArray(), 4);
     }
 
-    private static void Train(TrainingSession s, int steps)
+    private static void Train(TrainingEngine s, int steps)
     {
         for (var i = 0; i < steps; i++)
         {
@@ -45,8 +45,8 @@ public sealed class LearningRateScaleTests : IDisposable
     public void A_factor_on_every_parameter_equals_the_scaled_learning_rate_bit_for_bit(OptimizerKind kind)
     {
         var dir = Artifacts(kind);
-        using var scaled = TrainingSession.Open(dir, new TrainingSessionOptions { LearningRateScales = new Dictionary<string, double> { ["*"] = 0.25 } });
-        using var plain = TrainingSession.Open(dir);
+        using var scaled = TrainingEngine.Open(dir, new TrainingEngineOptions { LearningRateScales = new Dictionary<string, double> { ["*"] = 0.25 } });
+        using var plain = TrainingEngine.Open(dir);
         plain.LearningRate = scaled.LearningRate * 0.25;
         Train(scaled, 4);
         Train(plain, 4);
@@ -58,9 +58,9 @@ public sealed class LearningRateScaleTests : IDisposable
     public void A_factor_applies_only_to_matching_parameters_and_zero_freezes_them()
     {
         var dir = Artifacts(OptimizerKind.AdamW);
-        using var start = TrainingSession.Open(dir);
+        using var start = TrainingEngine.Open(dir);
         var first = start.ParameterNames[0];
-        using var s = TrainingSession.Open(dir, new TrainingSessionOptions { LearningRateScales = new Dictionary<string, double> { [first] = 0 } });
+        using var s = TrainingEngine.Open(dir, new TrainingEngineOptions { LearningRateScales = new Dictionary<string, double> { [first] = 0 } });
         Train(s, 3);
         Assert.Equal(start.GetParameter(first), s.GetParameter(first)); // factor 0: no step and no weight decay
         foreach (var name in s.ParameterNames.Skip(1))
@@ -72,10 +72,10 @@ public sealed class LearningRateScaleTests : IDisposable
     {
         var dir = Artifacts(OptimizerKind.AdamW);
         Assert.Contains("matches no trainable parameter", Assert.Throws<TrainingOptionsException>(() =>
-            TrainingSession.Open(dir, new TrainingSessionOptions { LearningRateScales = new Dictionary<string, double> { ["encoder.*"] = 0.1 } })).Message);
+            TrainingEngine.Open(dir, new TrainingEngineOptions { LearningRateScales = new Dictionary<string, double> { ["encoder.*"] = 0.1 } })).Message);
         Assert.Throws<TrainingOptionsException>(() =>
-            TrainingSession.Open(dir, new TrainingSessionOptions { LearningRateScales = new Dictionary<string, double> { ["*"] = double.NaN } }));
+            TrainingEngine.Open(dir, new TrainingEngineOptions { LearningRateScales = new Dictionary<string, double> { ["*"] = double.NaN } }));
         Assert.Contains("fused CPU optimizer", Assert.Throws<TrainingOptionsException>(() =>
-            TrainingSession.Open(dir, new TrainingSessionOptions { OptimizerExecution = OptimizerExecution.Graph, LearningRateScales = new Dictionary<string, double> { ["*"] = 0.5 } })).Message);
+            TrainingEngine.Open(dir, new TrainingEngineOptions { OptimizerExecution = OptimizerExecution.Graph, LearningRateScales = new Dictionary<string, double> { ["*"] = 0.5 } })).Message);
     }
 }

@@ -8,7 +8,7 @@ using static OnnxTune.Training.Tests.TestUtilities.LinearRegressionArtifacts;
 
 namespace OnnxTune.Training.Tests;
 
-public sealed class TrainingSessionLinearRegressionTests : IDisposable
+public sealed class TrainingEngineLinearRegressionTests : IDisposable
 {
     private readonly TempDirectory _dir = new();
 
@@ -47,7 +47,7 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
     [Fact]
     public void Train_step_gives_reference_loss_and_sgd_update()
     {
-        using var s = TrainingSession.Open(Artifacts(PlainSgd));
+        using var s = TrainingEngine.Open(Artifacts(PlainSgd));
         Assert.Equal(InitialW, s.GetParameter("W"));
         var (x, t) = Data(1, 5);
         var loss = s.TrainStep(new TrainingBatch().Add("x", x, 5, In).WithLabels(t, 5, Out));
@@ -64,7 +64,7 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
     [Fact]
     public void Gradients_accumulate_until_the_optimizer_step_then_reset()
     {
-        using var s = TrainingSession.Open(Artifacts(PlainSgd));
+        using var s = TrainingEngine.Open(Artifacts(PlainSgd));
         var (x1, t1) = Data(1, 4);
         var (x2, t2) = Data(2, 7); // a different batch size: the batch dim is symbolic
         var (x3, t3) = Data(3, 3);
@@ -101,7 +101,7 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
     public void Loss_falls_and_eval_matches_exported_model()
     {
         var dir = Artifacts(new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = 0.05 });
-        using var s = TrainingSession.Open(dir);
+        using var s = TrainingEngine.Open(dir);
         var first = s.EvalStep(Batch(99, 16)).Loss;
         for (var i = 0; i < 60; i++)
         {
@@ -131,7 +131,7 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
         var dir = Artifacts(spec);
         var schedule = LearningRateSchedules.LinearWithWarmup(0.05, 2, 10);
 
-        float[] Run(TrainingSession s, int from, int to)
+        float[] Run(TrainingEngine s, int from, int to)
         {
             var losses = new List<float>();
             for (var i = from; i < to; i++)
@@ -144,20 +144,20 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
         }
 
         float[] unbroken;
-        using (var s = TrainingSession.Open(dir))
+        using (var s = TrainingEngine.Open(dir))
         {
             s.Schedule = schedule;
             unbroken = Run(s, 0, 8);
         }
         var ckpt = _dir.Combine("ckpt");
         float[] firstHalf;
-        using (var s = TrainingSession.Open(dir))
+        using (var s = TrainingEngine.Open(dir))
         {
             s.Schedule = schedule;
             firstHalf = Run(s, 0, 4);
             s.SaveCheckpoint(ckpt, new Dictionary<string, string> { ["epoch"] = "1" });
         }
-        using (var s = TrainingSession.Open(dir, new TrainingSessionOptions { CheckpointDirectory = ckpt, IntraOpThreads = 1 }))
+        using (var s = TrainingEngine.Open(dir, new TrainingEngineOptions { CheckpointDirectory = ckpt, IntraOpThreads = 1 }))
         {
             Assert.Equal(4, s.Step);
             Assert.NotNull(s.Schedule);
@@ -176,7 +176,7 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
     [Fact]
     public void Learning_rate_is_a_graph_input_and_can_change_between_steps()
     {
-        using var s = TrainingSession.Open(Artifacts(PlainSgd));
+        using var s = TrainingEngine.Open(Artifacts(PlainSgd));
         Assert.Equal(0.1, s.LearningRate);
         s.LearningRate = 0;
         s.TrainStep(Batch(1, 4));
@@ -193,22 +193,22 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
         var adam = Artifacts(new OptimizerSpec { Kind = OptimizerKind.AdamW }, "adam");
         var sgd = Artifacts(new OptimizerSpec { Kind = OptimizerKind.Sgd, Momentum = 0.9, WeightDecay = 0 }, "sgd");
         var ckpt = _dir.Combine("ckpt");
-        using (var s = TrainingSession.Open(adam)) s.SaveCheckpoint(ckpt);
+        using (var s = TrainingEngine.Open(adam)) s.SaveCheckpoint(ckpt);
 
-        using (var s = TrainingSession.Open(sgd))
+        using (var s = TrainingEngine.Open(sgd))
         {
             var e = Assert.Throws<CheckpointMismatchException>(() => s.LoadCheckpoint(ckpt));
             Assert.Contains("AdamW", e.Message);
             Assert.Contains("Sgd", e.Message);
         }
-        Assert.Throws<CheckpointMismatchException>(() => TrainingSession.Open(sgd, new TrainingSessionOptions { CheckpointDirectory = ckpt }));
+        Assert.Throws<CheckpointMismatchException>(() => TrainingEngine.Open(sgd, new TrainingEngineOptions { CheckpointDirectory = ckpt }));
 
         // A checkpoint whose W has another shape.
         var (meta, tensors) = CheckpointStore.Load(ckpt);
         var bad = _dir.Combine("bad");
         CheckpointStore.Save(bad, meta with { Parameters = [new CheckpointTensor("W", "float", [3, 3]), meta.Parameters[1]] },
             tensors.Tensors.Select(t => t.Name == "W" ? SafeTensor.FromFloats("W", new float[9], 3, 3) : t));
-        using (var s = TrainingSession.Open(adam))
+        using (var s = TrainingEngine.Open(adam))
         {
             var e = Assert.Throws<CheckpointMismatchException>(() => s.LoadCheckpoint(bad));
             Assert.Contains("'W'", e.Message);
@@ -219,12 +219,12 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
         // A checkpoint lacking a parameter.
         var missing = _dir.Combine("missing");
         CheckpointStore.Save(missing, meta with { Parameters = [meta.Parameters[0]] }, tensors.Tensors.Where(t => t.Name != "b"));
-        using (var s = TrainingSession.Open(adam))
+        using (var s = TrainingEngine.Open(adam))
             Assert.Contains("'b'", Assert.Throws<CheckpointMismatchException>(() => s.LoadCheckpoint(missing)).Message);
 
         // tensors.safetensors replaced after checkpoint.json was written: detected.
         File.Copy(Path.Combine(bad, CheckpointStore.TensorsFileName), Path.Combine(ckpt, CheckpointStore.TensorsFileName), overwrite: true);
-        using (var s = TrainingSession.Open(adam))
+        using (var s = TrainingEngine.Open(adam))
             Assert.Contains("interrupted", Assert.Throws<CheckpointFormatException>(() => s.LoadCheckpoint(ckpt)).Message);
         Assert.Throws<CheckpointFormatException>(() => CheckpointStore.Load(_dir.Combine("nowhere")));
     }
@@ -232,7 +232,7 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
     [Fact]
     public void Bad_batches_get_typed_errors_naming_the_input()
     {
-        using var s = TrainingSession.Open(Artifacts(PlainSgd));
+        using var s = TrainingEngine.Open(Artifacts(PlainSgd));
         var (x, t) = Data(1, 4);
 
         BatchValidationException Fail(TrainingBatch b) => Assert.Throws<BatchValidationException>(() => s.TrainStep(b));
@@ -265,14 +265,14 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
     public void Cuda_on_a_cpu_build_is_a_typed_error_and_disposal_is_final()
     {
         var dir = Artifacts(PlainSgd);
-        var e = Assert.Throws<ExecutionProviderUnavailableException>(() => TrainingSession.Open(dir, new TrainingSessionOptions { Device = ExecutionDevice.Cuda }));
+        var e = Assert.Throws<ExecutionProviderUnavailableException>(() => TrainingEngine.Open(dir, new TrainingEngineOptions { Device = ExecutionDevice.Cuda }));
         Assert.Contains("CUDA", e.Message);
-        var s = TrainingSession.Open(dir);
+        var s = TrainingEngine.Open(dir);
         s.Dispose();
         s.Dispose();
         Assert.Throws<ObjectDisposedException>(() => s.TrainStep(Batch(1, 2)));
         Assert.Throws<ObjectDisposedException>(() => s.GetParameter("W"));
-        Assert.Contains("'nope'", Assert.Throws<OnnxTuneException>(() => { using var t = TrainingSession.Open(dir); t.GetParameter("nope"); }).Message);
+        Assert.Contains("'nope'", Assert.Throws<OnnxTuneException>(() => { using var t = TrainingEngine.Open(dir); t.GetParameter("nope"); }).Message);
     }
 
     [Fact]
@@ -281,7 +281,7 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
         var dir = Artifacts(new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = 0.05 });
         float[] Run(bool rebind)
         {
-            using var s = TrainingSession.Open(dir, new TrainingSessionOptions { RebindInputsEachRun = rebind });
+            using var s = TrainingEngine.Open(dir, new TrainingEngineOptions { RebindInputsEachRun = rebind });
             var losses = new List<float>();
             for (var i = 0; i < 5; i++)
             {
@@ -301,7 +301,7 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
         Create(dir, PlainSgd, trainingDropout: true);
         float[] Losses(int? seed)
         {
-            using var s = TrainingSession.Open(dir, new TrainingSessionOptions { Seed = seed });
+            using var s = TrainingEngine.Open(dir, new TrainingEngineOptions { Seed = seed });
             return Enumerable.Range(0, 4).Select(_ => s.TrainStep(Batch(1, 16))).ToArray();
         }
         var a = Losses(5);
@@ -313,9 +313,9 @@ public sealed class TrainingSessionLinearRegressionTests : IDisposable
     [Fact]
     public void Artifacts_missing_a_graph_or_manifest_are_refused()
     {
-        Assert.ThrowsAny<OnnxTuneException>(() => TrainingSession.Open(_dir.Combine("empty")));
+        Assert.ThrowsAny<OnnxTuneException>(() => TrainingEngine.Open(_dir.Combine("empty")));
         var dir = Artifacts(PlainSgd);
         File.Delete(Path.Combine(dir, "optimizer_model.onnx"));
-        Assert.Contains("optimizer_model.onnx", Assert.Throws<InvalidArtifactsException>(() => TrainingSession.Open(dir)).Message);
+        Assert.Contains("optimizer_model.onnx", Assert.Throws<InvalidArtifactsException>(() => TrainingEngine.Open(dir)).Message);
     }
 }

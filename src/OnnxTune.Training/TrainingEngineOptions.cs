@@ -15,7 +15,7 @@ public enum ExecutionDevice
     Cuda,
 }
 
-/// <summary>How <see cref="TrainingSession.OptimizerStep"/> applies the update.</summary>
+/// <summary>How <see cref="TrainingEngine.OptimizerStep"/> applies the update.</summary>
 public enum OptimizerExecution
 {
     /// <summary>
@@ -32,7 +32,7 @@ public enum OptimizerExecution
     Fused,
 }
 
-/// <summary>How ONNX Runtime's intra-op and inter-op pool threads wait for work (<see cref="TrainingSessionOptions.Spinning"/>).</summary>
+/// <summary>How ONNX Runtime's intra-op and inter-op pool threads wait for work (<see cref="TrainingEngineOptions.Spinning"/>).</summary>
 public enum ThreadSpinning
 {
     /// <summary>Threads sleep when idle; every parallel operator pays a wake-up, no core is burnt while waiting.</summary>
@@ -43,8 +43,8 @@ public enum ThreadSpinning
     Always,
 }
 
-/// <summary>Options for <see cref="TrainingSession.Open"/>.</summary>
-public sealed class TrainingSessionOptions
+/// <summary>Options for <see cref="TrainingEngine.Open"/>.</summary>
+public sealed class TrainingEngineOptions
 {
     /// <summary>Gets or sets the threads used inside one operator.</summary>
     /// <value>The default value is 0 (ONNX Runtime chooses).</value>
@@ -106,7 +106,7 @@ public sealed class TrainingSessionOptions
     internal Action<SessionOptions>? ConfigureSessionOptions { get; set; }
 }
 
-/// <summary>Result of <see cref="TrainingSession.EvalStep"/>.</summary>
+/// <summary>Result of <see cref="TrainingEngine.EvalStep"/>.</summary>
 /// <param name="Loss">The batch loss.</param>
 /// <param name="Outputs">The model outputs by name, copied out of ONNX Runtime.</param>
 public sealed record EvalResult(float Loss, IReadOnlyDictionary<string, EvalOutput> Outputs);

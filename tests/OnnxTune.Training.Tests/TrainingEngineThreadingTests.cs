@@ -5,7 +5,7 @@ using static OnnxTune.Training.Tests.TestUtilities.LinearRegressionArtifacts;
 
 namespace OnnxTune.Training.Tests;
 
-public sealed class TrainingSessionThreadingTests : IDisposable
+public sealed class TrainingEngineThreadingTests : IDisposable
 {
     private readonly TempDirectory _dir = new();
 
@@ -16,17 +16,17 @@ public sealed class TrainingSessionThreadingTests : IDisposable
     [InlineData(1, ExecutionMode.ORT_SEQUENTIAL)]
     [InlineData(2, ExecutionMode.ORT_PARALLEL)]
     public void Parallel_executor_only_with_more_than_one_inter_op_thread(int interOp, ExecutionMode expected) =>
-        Assert.Equal(expected, TrainingSession.ExecutionModeFor(new TrainingSessionOptions { InterOpThreads = interOp }));
+        Assert.Equal(expected, TrainingEngine.ExecutionModeFor(new TrainingEngineOptions { InterOpThreads = interOp }));
 
     [Fact]
     public void Pool_threads_do_not_spin_unless_asked()
     {
-        var entries = TrainingSession.SessionConfigEntries(new TrainingSessionOptions());
+        var entries = TrainingEngine.SessionConfigEntries(new TrainingEngineOptions());
         Assert.Contains(new KeyValuePair<string, string>("session.intra_op.allow_spinning", "0"), entries);
         Assert.Contains(new KeyValuePair<string, string>("session.inter_op.allow_spinning", "0"), entries);
         Assert.Equal([new KeyValuePair<string, string>("session.force_spinning_stop", "1")],
-            TrainingSession.SessionConfigEntries(new TrainingSessionOptions { Spinning = ThreadSpinning.DuringRuns }));
-        Assert.Empty(TrainingSession.SessionConfigEntries(new TrainingSessionOptions { Spinning = ThreadSpinning.Always }));
+            TrainingEngine.SessionConfigEntries(new TrainingEngineOptions { Spinning = ThreadSpinning.DuringRuns }));
+        Assert.Empty(TrainingEngine.SessionConfigEntries(new TrainingEngineOptions { Spinning = ThreadSpinning.Always }));
     }
 
     [Fact]
@@ -39,9 +39,9 @@ public sealed class TrainingSessionThreadingTests : IDisposable
         var t = Enumerable.Range(0, 6 * Out).Select(_ => (float)rng.NextDouble()).ToArray();
         var batch = new TrainingBatch().Add("x", x, 6, In).WithLabels(t, 6, Out);
 
-        float[] Train(TrainingSessionOptions options)
+        float[] Train(TrainingEngineOptions options)
         {
-            using var s = TrainingSession.Open(path, options);
+            using var s = TrainingEngine.Open(path, options);
             Assert.Equal(0, s.TrainRunTicks);
             for (var i = 0; i < 3; i++)
             {
@@ -53,8 +53,8 @@ public sealed class TrainingSessionThreadingTests : IDisposable
             return s.GetParameter("W");
         }
 
-        var quiet = Train(new TrainingSessionOptions { IntraOpThreads = 1, InterOpThreads = 1 });
-        var spinning = Train(new TrainingSessionOptions { IntraOpThreads = 2, InterOpThreads = 2, Spinning = ThreadSpinning.DuringRuns });
+        var quiet = Train(new TrainingEngineOptions { IntraOpThreads = 1, InterOpThreads = 1 });
+        var spinning = Train(new TrainingEngineOptions { IntraOpThreads = 2, InterOpThreads = 2, Spinning = ThreadSpinning.DuringRuns });
         Assert.NotEqual(InitialW, quiet);
         for (var i = 0; i < quiet.Length; i++) Assert.Equal(quiet[i], spinning[i], 6);
     }

@@ -6,12 +6,11 @@ using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Onnx.Tensors;
 using OnnxTune.Training;
 using OnnxTune.Training.Checkpoints;
-using TrainingSession = OnnxTune.Training.TrainingSession;
 
 namespace OnnxTune.Hosting.Training;
 
 /// <summary>
-/// The default fine-tuning engine: one <see cref="TrainingSession"/> over the artifacts, started from the serving
+/// The default fine-tuning engine: one <see cref="TrainingEngine"/> over the artifacts, started from the serving
 /// version's checkpoint (parameters and optimizer state; the artifacts' initial weights for the base model), trained
 /// for the round's epochs over the new feedback plus the replay sample, then checkpointed and exported into the
 /// round's working directory. Records are encoded by the model's <see cref="IFeedbackEncoder"/>; each record is one
@@ -19,7 +18,7 @@ namespace OnnxTune.Hosting.Training;
 /// indices (int64) of a cross-entropy loss. Cancellation is honoured between steps; nothing is written before
 /// training ends.
 /// </summary>
-internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder encoder, ILogger logger) : IFineTuningRound
+internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder encoder, ILogger logger) : IFineTuningRound
 {
     /// <summary>Candidate inference model file inside the working directory.</summary>
     internal const string CandidateModelFileName = "model.onnx";
@@ -52,7 +51,7 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
         var batchSize = Math.Min(input.BatchSize, MaxBatch(manifest));
 
         var checkpoint = CheckpointStore.Exists(input.ServingCheckpointPath) ? input.ServingCheckpointPath : null;
-        using var session = TrainingSession.Open(input.ArtifactsPath, new TrainingSessionOptions
+        using var session = TrainingEngine.Open(input.ArtifactsPath, new TrainingEngineOptions
         {
             IntraOpThreads = input.ThreadBudget,
             InterOpThreads = 1,
@@ -181,7 +180,7 @@ internal sealed partial class TrainingSessionFineTuningRound(IFeedbackEncoder en
     }
 
     /// <summary>Without a checkpoint, start from the serving model's weights when it is not the artifacts' base model.</summary>
-    private static void LoadServingWeights(TrainingSession session, FineTuningRoundInput input)
+    private static void LoadServingWeights(TrainingEngine session, FineTuningRoundInput input)
     {
         var basePath = Path.GetFullPath(Path.Combine(input.ArtifactsPath, input.Manifest.Files.InferenceModel));
         if (string.Equals(Path.GetFullPath(input.ServingModelPath), basePath, StringComparison.Ordinal)) return;

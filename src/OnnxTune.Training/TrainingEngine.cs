@@ -22,7 +22,7 @@ namespace OnnxTune.Training;
 /// session's lifetime and are bound once per buffer parity; each run reads one buffer and writes its twin.
 /// Not thread-safe: use one session from one thread at a time.
 /// </summary>
-public sealed class TrainingSession : IDisposable
+public sealed class TrainingEngine : IDisposable
 {
     /// <summary>Training-graph input that, when true, discards the accumulated gradient.</summary>
     public const string LazyResetGradInput = "lazy_reset_grad";
@@ -71,7 +71,7 @@ public sealed class TrainingSession : IDisposable
     private readonly bool _rebindInputs;
     private bool _disposed;
 
-    private TrainingSession(string directory, ArtifactManifest manifest, TrainingSessionOptions options)
+    private TrainingEngine(string directory, ArtifactManifest manifest, TrainingEngineOptions options)
     {
         _directory = directory;
         Manifest = manifest;
@@ -124,7 +124,7 @@ public sealed class TrainingSession : IDisposable
             OptimizerExecution = _fusedOptimizer is null ? OptimizerExecution.Graph : OptimizerExecution.Fused;
             if (_fusedOptimizer is null && LearningRateScaling.Resolve(options.LearningRateScales, _store.Slots.Select(s => s.Name).ToList()) is not null)
                 throw new TrainingOptionsException(
-                    "TrainingSessionOptions.LearningRateScales sets per-parameter learning rates, which only the fused CPU optimizer applies; this session runs the optimizer graph (one learning rate). Use OptimizerExecution.Auto or Fused on the CPU, or leave LearningRateScales null.");
+                    "TrainingEngineOptions.LearningRateScales sets per-parameter learning rates, which only the fused CPU optimizer applies; this session runs the optimizer graph (one learning rate). Use OptimizerExecution.Auto or Fused on the CPU, or leave LearningRateScales null.");
 
             var lossName = manifest.Loss.LossOutputName;
             _lossType = FirstTrainSession.OutputMetadata[lossName].ElementDataType;
@@ -160,11 +160,11 @@ public sealed class TrainingSession : IDisposable
     /// <summary>Opens a session over an artifacts folder.</summary>
     /// <exception cref="OnnxTuneException">The folder, manifest, graphs or checkpoint are missing or inconsistent,
     /// or the requested execution provider is unavailable (<see cref="ExecutionProviderUnavailableException"/>).</exception>
-    public static TrainingSession Open(string artifactsDirectory, TrainingSessionOptions? options = null)
+    public static TrainingEngine Open(string artifactsDirectory, TrainingEngineOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(artifactsDirectory);
         var manifest = ArtifactManifest.Load(artifactsDirectory);
-        return new TrainingSession(artifactsDirectory, manifest, options ?? new TrainingSessionOptions());
+        return new TrainingEngine(artifactsDirectory, manifest, options ?? new TrainingEngineOptions());
     }
 
     /// <summary>The artifacts manifest.</summary>
@@ -511,7 +511,7 @@ public sealed class TrainingSession : IDisposable
 
     // Bindings are built once per parity. On CPU a bound OrtValue is used in place, so later writes are seen.
     // On another device ORT copies an input at bind time, so the long-lived inputs are re-bound before each run.
-    private bool UseFusedOptimizer(TrainingSessionOptions options)
+    private bool UseFusedOptimizer(TrainingEngineOptions options)
     {
         if (options.OptimizerExecution == OptimizerExecution.Graph) return false;
         var file = Manifest.Files.OptimizerModel;
@@ -624,7 +624,7 @@ public sealed class TrainingSession : IDisposable
             b.BindInput(slot.Name, slot.Values[pp]);
     }
 
-    private SessionOptions CreateSessionOptions(TrainingSessionOptions options)
+    private SessionOptions CreateSessionOptions(TrainingEngineOptions options)
     {
         var so = new SessionOptions();
         try
@@ -656,10 +656,10 @@ public sealed class TrainingSession : IDisposable
     }
 
     // The parallel executor only pays off with more than one inter-op thread; with one it adds scheduling overhead.
-    internal static ExecutionMode ExecutionModeFor(TrainingSessionOptions options) =>
+    internal static ExecutionMode ExecutionModeFor(TrainingEngineOptions options) =>
         options.InterOpThreads > 1 ? ExecutionMode.ORT_PARALLEL : ExecutionMode.ORT_SEQUENTIAL;
 
-    internal static IReadOnlyList<KeyValuePair<string, string>> SessionConfigEntries(TrainingSessionOptions options) => options.Spinning switch
+    internal static IReadOnlyList<KeyValuePair<string, string>> SessionConfigEntries(TrainingEngineOptions options) => options.Spinning switch
     {
         ThreadSpinning.Always => [],
         ThreadSpinning.DuringRuns => [new("session.force_spinning_stop", "1")],

@@ -9,14 +9,14 @@ using OnnxTune.Training.Checkpoints;
 namespace OnnxTune.Hosting.Tests.Engine;
 
 /// <summary>The engine on its own: starting point, step accounting, cancellation and bad records.</summary>
-public sealed class TrainingSessionFineTuningRoundTests : IDisposable
+public sealed class TrainingEngineFineTuningRoundTests : IDisposable
 {
     private readonly TempDir _dir = new();
     private readonly string _artifacts;
     private readonly ArtifactManifest _manifest;
-    private readonly TrainingSessionFineTuningRound _engine = new(new TensorFeedbackEncoder("m"), NullLogger.Instance);
+    private readonly TrainingEngineFineTuningRound _engine = new(new TensorFeedbackEncoder("m"), NullLogger.Instance);
 
-    public TrainingSessionFineTuningRoundTests()
+    public TrainingEngineFineTuningRoundTests()
     {
         _artifacts = Clusters.WriteArtifacts(_dir.Sub("artifacts"));
         _manifest = ArtifactManifest.Load(_artifacts);
