@@ -6,6 +6,8 @@ using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Onnx.Tensors;
 using OnnxTune.Training;
 using OnnxTune.Training.Checkpoints;
+using OnnxTune.Training.Loops;
+using OnnxTune.Training.Schedules;
 
 namespace OnnxTune.Hosting.Training;
 
@@ -66,41 +68,31 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
         LogRoundTraining(logger, input.ModelName, input.Round, examples.Count, skipped, input.Epochs, batchSize, input.LearningRate,
             checkpoint ?? input.ServingModelPath, input.ThreadBudget);
 
-        var rng = new Random(unchecked((int)input.Round));
-        var order = Enumerable.Range(0, examples.Count).ToArray();
         var buffers = new BatchBuffers(manifest.Loss.SampleWeightName is not null, distill);
-        var totalSteps = (long)input.Epochs * examples.GroupBy(e => e.Signature, StringComparer.Ordinal).Sum(g => (g.Count() + batchSize - 1) / batchSize);
-        var warmupSteps = (long)Math.Ceiling(totalSteps * input.WarmupFraction);
-        long roundStep = 0;
-        double lastEpochLoss = double.NaN;
-        for (var epoch = 1; epoch <= input.Epochs; epoch++)
+        // Records of equal shape are stacked; each shape group is cut into batches, and batch order is shuffled.
+        var batches = IndexedBatches.GroupedShuffled(examples.Select(e => e.Signature).ToList(), batchSize,
+            unchecked((int)input.Round), members => buffers.Build(examples, members));
+        var totalSteps = (long)input.Epochs * batches.BatchesPerEpoch;
+        TrainingLoopResult trained;
+        try
         {
-            ct.ThrowIfCancellationRequested();
-            rng.Shuffle(order);
-            // Records of equal shape are stacked; each shape group is cut into batches, and batch order is shuffled.
-            var batches = order.GroupBy(i => examples[i].Signature, StringComparer.Ordinal)
-                .SelectMany(g => g.Chunk(batchSize))
-                .ToArray();
-            rng.Shuffle(batches);
-            double lossSum = 0;
-            long count = 0;
-            foreach (var members in batches)
+            trained = TrainingLoop.Run(session, batches, new TrainingLoopOptions
             {
-                ct.ThrowIfCancellationRequested();
-                var loss = session.TrainStep(buffers.Build(examples, members));
-                if (!float.IsFinite(loss))
-                    throw new OnnxTuneException(
-                        $"Model '{input.ModelName}': round {input.Round} training loss became {loss} at epoch {epoch}, step {session.Step - startStep + 1} (learning rate {input.LearningRate}).");
-                // Linear warm-up from the serving weights: the first updates of a round are the ones that disturb most.
-                session.LearningRate = roundStep < warmupSteps ? input.LearningRate * (roundStep + 1) / (warmupSteps + 1) : input.LearningRate;
-                session.OptimizerStep();
-                roundStep++;
-                lossSum += (double)loss * members.Length;
-                count += members.Length;
-            }
-            lastEpochLoss = lossSum / count;
-            LogEpoch(logger, input.ModelName, input.Round, epoch, lastEpochLoss, session.Step - startStep);
+                Epochs = input.Epochs,
+                Schedule = new RoundWarmup(input.LearningRate, (long)Math.Ceiling(totalSteps * input.WarmupFraction)),
+                StopAfterEpoch = e =>
+                {
+                    LogEpoch(logger, input.ModelName, input.Round, e.Epoch, e.MeanLoss, session.Step - startStep);
+                    return false;
+                },
+            }, ct);
         }
+        catch (TrainingDivergedException e)
+        {
+            throw new OnnxTuneException(
+                $"Model '{input.ModelName}': round {input.Round} training loss became {e.Loss} at epoch {e.Epoch}, step {session.Step - startStep + 1} (learning rate {input.LearningRate}).", e);
+        }
+        var lastEpochLoss = trained.LastEpochLoss;
 
         ct.ThrowIfCancellationRequested();
         var checkpointDir = Path.Combine(input.WorkingDirectory, CandidateCheckpointFolderName);
@@ -193,6 +185,18 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
                     $"Model '{input.ModelName}': serving model '{input.ServingModelPath}' has no initializer '{name}' for the trainable parameter of that name, and no checkpoint to start from.");
             session.SetParameter(name, TensorProtos.ToFloatArray(t));
         }
+    }
+
+    /// <summary>
+    /// Linear warm-up from the serving weights over a round's first updates (the ones that disturb most), never at
+    /// zero: update k (0-based) of the warm-up uses rate·(k+1)/(warmup+1).
+    /// </summary>
+    private sealed class RoundWarmup(double learningRate, long warmupSteps) : ILearningRateSchedule
+    {
+        public LearningRateScheduleState State { get; } = new("round-warmup", learningRate, warmupSteps);
+
+        public double LearningRateAt(long completedSteps) =>
+            completedSteps < warmupSteps ? learningRate * (completedSteps + 1) / (warmupSteps + 1) : learningRate;
     }
 
     internal sealed record Example(IReadOnlyDictionary<string, TensorData> Tensors, long Label, string Signature, float Weight)
