@@ -1,16 +1,7 @@
+using OnnxTune.Training.Sessions;
 using System.ComponentModel.DataAnnotations;
 
 namespace OnnxTune.Hosting;
-
-/// <summary>Where inference sessions run.</summary>
-public enum ExecutionProvider
-{
-    /// <summary>The default CPU execution provider.</summary>
-    Cpu,
-
-    /// <summary>NVIDIA CUDA (needs the Microsoft.ML.OnnxRuntime.Gpu native package and a CUDA device).</summary>
-    Cuda,
-}
 
 /// <summary>Options of one on-device fine-tuned model (configuration section <c>OnDeviceFineTuning[:&lt;name&gt;]</c>).</summary>
 public sealed class OnDeviceFineTuningOptions

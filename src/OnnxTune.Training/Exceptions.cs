@@ -32,13 +32,6 @@ public sealed class InvalidArtifactsException : OnnxTuneException
     public InvalidArtifactsException(string message, Exception? inner = null) : base(message, inner) { }
 }
 
-/// <summary>The requested execution provider (e.g. CUDA) is not available in the loaded ONNX Runtime native library.</summary>
-public sealed class ExecutionProviderUnavailableException : OnnxTuneException
-{
-    /// <summary>Creates the exception.</summary>
-    public ExecutionProviderUnavailableException(string message, Exception? inner = null) : base(message, inner) { }
-}
-
 /// <summary>Session options that cannot work together with these artifacts or this device (the message says which).</summary>
 public sealed class TrainingOptionsException : OnnxTuneException
 {

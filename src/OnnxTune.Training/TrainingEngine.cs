@@ -11,6 +11,7 @@ using OnnxTune.Training.Graphs;
 using OnnxTune.Training.Optimizers;
 using OnnxTune.Training.SafeTensors;
 using OnnxTune.Training.Schedules;
+using OnnxTune.Training.Sessions;
 using DataType = Onnx.TensorProto.Types.DataType;
 
 namespace OnnxTune.Training;
@@ -24,14 +25,11 @@ namespace OnnxTune.Training;
 /// </summary>
 public sealed class TrainingEngine : IDisposable
 {
-    /// <summary>Training-graph input that, when true, discards the accumulated gradient.</summary>
-    public const string LazyResetGradInput = "lazy_reset_grad";
+    private const string LazyResetGradInput = ArtifactContract.LazyResetGradInput;
 
-    /// <summary>Suffix of the gradient accumulation buffer inputs of the training graph.</summary>
-    public const string GradBufferSuffix = ".grad.accumulation.buffer";
+    private const string GradBufferSuffix = ArtifactContract.AccumulationBufferSuffix;
 
-    /// <summary>Suffix of the gradient accumulation outputs of the training graph.</summary>
-    public const string GradOutputSuffix = ".grad.accumulation.out";
+    private const string GradOutputSuffix = ArtifactContract.AccumulationOutputSuffix;
 
     private static readonly HashSet<string> RandomOps = ["Dropout", "RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Multinomial"];
 
@@ -76,7 +74,7 @@ public sealed class TrainingEngine : IDisposable
         _directory = directory;
         Manifest = manifest;
         _learningRate = manifest.Optimizer.LearningRate;
-        _rebindInputs = options.Device != ExecutionDevice.Cpu || options.RebindInputsEachRun;
+        _rebindInputs = options.ExecutionProvider != ExecutionProvider.Cpu || options.RebindInputsEachRun;
         _stateSuffixes = OptimizerGraphBuilder.StateSuffixes(manifest.Optimizer);
         var created = new List<IDisposable>();
         try
@@ -85,8 +83,7 @@ public sealed class TrainingEngine : IDisposable
             created.Add(_sessionOptions);
             _seed = options.Seed;
             var trainingModel = LoadModel(manifest.Files.TrainingModel, options.Seed);
-            var fresh = FreshGradientGraph.TryCreate(trainingModel, manifest.TrainableParameters.Select(p => p.Name).ToArray(),
-                LazyResetGradInput, GradBufferSuffix, GradOutputSuffix);
+            var fresh = FreshGradientGraph.TryCreate(trainingModel, manifest.TrainableParameters.Select(p => p.Name).ToArray());
             if (fresh is not null)
             {
                 _trainFresh = CreateSession(manifest.Files.TrainingModel, OnnxModelWriter.ToBytes(fresh));
@@ -525,8 +522,8 @@ public sealed class TrainingEngine : IDisposable
         if (options.OptimizerExecution == OptimizerExecution.Graph) return false;
         var file = Manifest.Files.OptimizerModel;
         string? problem = null;
-        if (options.Device != ExecutionDevice.Cpu)
-            problem = $"the fused optimizer runs on the CPU only (Device is {options.Device})";
+        if (options.ExecutionProvider != ExecutionProvider.Cpu)
+            problem = $"the fused optimizer runs on the CPU only (Device is {options.ExecutionProvider})";
         else if (!_optimizer.ModelMetadata.CustomMetadataMap.TryGetValue(OptimizerGraphBuilder.SignatureMetadataKey, out var signature))
             problem = $"{file} has no '{OptimizerGraphBuilder.SignatureMetadataKey}' metadata (a custom optimizer graph, or artifacts from an older OnnxTune)";
         else if (signature != OptimizerGraphBuilder.Signature(Manifest.Optimizer))
@@ -633,47 +630,16 @@ public sealed class TrainingEngine : IDisposable
             b.BindInput(slot.Name, slot.Values[pp]);
     }
 
-    private SessionOptions CreateSessionOptions(TrainingEngineOptions options)
-    {
-        var so = new SessionOptions();
-        try
+    private static SessionOptions CreateSessionOptions(TrainingEngineOptions options) =>
+        OrtSessionFactory.CreateOptions(new OrtSessionSettings
         {
-            if (options.IntraOpThreads > 0) so.IntraOpNumThreads = options.IntraOpThreads;
-            so.ExecutionMode = ExecutionModeFor(options);
-            if (options.InterOpThreads > 0) so.InterOpNumThreads = options.InterOpThreads;
-            foreach (var (key, value) in SessionConfigEntries(options)) so.AddSessionConfigEntry(key, value);
-            if (options.Device == ExecutionDevice.Cuda)
-            {
-                var available = OrtEnv.Instance().GetAvailableProviders();
-                if (!available.Contains("CUDAExecutionProvider"))
-                    throw new ExecutionProviderUnavailableException(
-                        $"The CUDA execution provider is not in the loaded ONNX Runtime (available: {string.Join(", ", available)}). Reference Microsoft.ML.OnnxRuntime.Gpu instead of Microsoft.ML.OnnxRuntime, or use ExecutionDevice.Cpu.");
-                try { so.AppendExecutionProvider_CUDA(options.CudaDeviceId); }
-                catch (OnnxRuntimeException e)
-                {
-                    throw new ExecutionProviderUnavailableException($"CUDA device {options.CudaDeviceId} could not be used: {e.Message}", e);
-                }
-            }
-            options.ConfigureSessionOptions?.Invoke(so);
-            return so;
-        }
-        catch
-        {
-            so.Dispose();
-            throw;
-        }
-    }
-
-    // The parallel executor only pays off with more than one inter-op thread; with one it adds scheduling overhead.
-    internal static ExecutionMode ExecutionModeFor(TrainingEngineOptions options) =>
-        options.InterOpThreads > 1 ? ExecutionMode.ORT_PARALLEL : ExecutionMode.ORT_SEQUENTIAL;
-
-    internal static IReadOnlyList<KeyValuePair<string, string>> SessionConfigEntries(TrainingEngineOptions options) => options.Spinning switch
-    {
-        ThreadSpinning.Always => [],
-        ThreadSpinning.DuringRuns => [new("session.force_spinning_stop", "1")],
-        _ => [new("session.intra_op.allow_spinning", "0"), new("session.inter_op.allow_spinning", "0")],
-    };
+            Provider = options.ExecutionProvider,
+            CudaDeviceId = options.CudaDeviceId,
+            IntraOpThreads = options.IntraOpThreads,
+            InterOpThreads = options.InterOpThreads,
+            Spinning = options.Spinning,
+            Configure = options.ConfigureSessionOptions,
+        }, out _);
 
     private global::Onnx.ModelProto LoadModel(string fileName, int? seed)
     {

@@ -1,19 +1,8 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxTune.Training.Sessions;
 
 namespace OnnxTune.Training;
-
-/// <summary>Where the training graphs run.</summary>
-public enum ExecutionDevice
-{
-    /// <summary>ONNX Runtime's CPU execution provider.</summary>
-    Cpu,
-    /// <summary>
-    /// The CUDA execution provider (needs the Microsoft.ML.OnnxRuntime.Gpu native package and a GPU). Parameters and
-    /// optimizer state stay in host memory and are copied to the device at each run: correct, not device-resident.
-    /// </summary>
-    Cuda,
-}
 
 /// <summary>How <see cref="TrainingEngine.OptimizerStep"/> applies the update.</summary>
 public enum OptimizerExecution
@@ -64,14 +53,14 @@ public sealed class TrainingEngineOptions
     public ThreadSpinning Spinning { get; set; } = ThreadSpinning.Never;
 
     /// <summary>Gets or sets the execution provider.</summary>
-    /// <value>The default value is <see cref="ExecutionDevice.Cpu"/>.</value>
-    public ExecutionDevice Device { get; set; } = ExecutionDevice.Cpu;
+    /// <value>The default value is <see cref="ExecutionProvider.Cpu"/>.</value>
+    public ExecutionProvider ExecutionProvider { get; set; } = ExecutionProvider.Cpu;
 
     /// <summary>Gets or sets how the optimizer update runs.</summary>
     /// <value>The default value is <see cref="OptimizerExecution.Auto"/>.</value>
     public OptimizerExecution OptimizerExecution { get; set; } = OptimizerExecution.Auto;
 
-    /// <summary>Gets or sets the CUDA device ordinal (with <see cref="ExecutionDevice.Cuda"/>).</summary>
+    /// <summary>Gets or sets the CUDA device ordinal (with <see cref="ExecutionProvider.Cuda"/>).</summary>
     /// <value>The default value is 0.</value>
     public int CudaDeviceId { get; set; }
 

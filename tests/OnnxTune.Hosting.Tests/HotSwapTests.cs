@@ -1,3 +1,4 @@
+using OnnxTune.Training.Sessions;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntime;
 using OnnxTune.Hosting.Internal;

@@ -1,3 +1,4 @@
+using OnnxTune.Training.Sessions;
 using Microsoft.ML.OnnxRuntime;
 using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Training.Checkpoints;
@@ -265,7 +266,7 @@ public sealed class TrainingEngineLinearRegressionTests : IDisposable
     public void Cuda_on_a_cpu_build_is_a_typed_error_and_disposal_is_final()
     {
         var dir = Artifacts(PlainSgd);
-        var e = Assert.Throws<ExecutionProviderUnavailableException>(() => TrainingEngine.Open(dir, new TrainingEngineOptions { Device = ExecutionDevice.Cuda }));
+        var e = Assert.Throws<ExecutionProviderUnavailableException>(() => TrainingEngine.Open(dir, new TrainingEngineOptions { ExecutionProvider = ExecutionProvider.Cuda }));
         Assert.Contains("CUDA", e.Message);
         var s = TrainingEngine.Open(dir);
         s.Dispose();

@@ -1,3 +1,4 @@
+using OnnxTune.Training.Sessions;
 using Microsoft.ML.OnnxRuntime;
 using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Training.Tests.TestUtilities;
@@ -16,17 +17,17 @@ public sealed class TrainingEngineThreadingTests : IDisposable
     [InlineData(1, ExecutionMode.ORT_SEQUENTIAL)]
     [InlineData(2, ExecutionMode.ORT_PARALLEL)]
     public void Parallel_executor_only_with_more_than_one_inter_op_thread(int interOp, ExecutionMode expected) =>
-        Assert.Equal(expected, TrainingEngine.ExecutionModeFor(new TrainingEngineOptions { InterOpThreads = interOp }));
+        Assert.Equal(expected, OrtSessionFactory.ExecutionModeFor(interOp));
 
     [Fact]
     public void Pool_threads_do_not_spin_unless_asked()
     {
-        var entries = TrainingEngine.SessionConfigEntries(new TrainingEngineOptions());
+        var entries = OrtSessionFactory.SessionConfigEntries(new TrainingEngineOptions().Spinning);
         Assert.Contains(new KeyValuePair<string, string>("session.intra_op.allow_spinning", "0"), entries);
         Assert.Contains(new KeyValuePair<string, string>("session.inter_op.allow_spinning", "0"), entries);
         Assert.Equal([new KeyValuePair<string, string>("session.force_spinning_stop", "1")],
-            TrainingEngine.SessionConfigEntries(new TrainingEngineOptions { Spinning = ThreadSpinning.DuringRuns }));
-        Assert.Empty(TrainingEngine.SessionConfigEntries(new TrainingEngineOptions { Spinning = ThreadSpinning.Always }));
+            OrtSessionFactory.SessionConfigEntries(ThreadSpinning.DuringRuns));
+        Assert.Empty(OrtSessionFactory.SessionConfigEntries(ThreadSpinning.Always));
     }
 
     [Fact]

@@ -44,16 +44,16 @@ public static class TrainingGraphBuilder
     public const long MinimumOpset = 13;
 
     /// <summary>Input that resets accumulated gradients on the next train step.</summary>
-    public const string LazyResetGradInput = "lazy_reset_grad";
+    public const string LazyResetGradInput = ArtifactContract.LazyResetGradInput;
 
     /// <summary>Suffix of the accumulation buffer input of a parameter's gradient.</summary>
-    public const string AccumulationBufferSuffix = ".grad.accumulation.buffer";
+    public const string AccumulationBufferSuffix = ArtifactContract.AccumulationBufferSuffix;
 
     /// <summary>Suffix of the training-graph output with the updated value of a non-trainable state tensor (BN running statistics).</summary>
-    public const string StateOutputSuffix = ".running.out";
+    public const string StateOutputSuffix = ArtifactContract.StateOutputSuffix;
 
     /// <summary>Suffix of the accumulated gradient output of a parameter.</summary>
-    public const string AccumulationOutputSuffix = ".grad.accumulation.out";
+    public const string AccumulationOutputSuffix = ArtifactContract.AccumulationOutputSuffix;
 
     /// <summary>Builds the graphs.</summary>
     /// <param name="source">The inference model (not modified).</param>
@@ -169,6 +169,7 @@ public static class TrainingGraphBuilder
                     g.Output.Add(ValueInfos.Tensor(output, ValueInfos.ElemType(p), DimsOf(p)));
                     names.Add(output);
                 }
+                model.MetadataProps.Add(new StringStringEntryProto { Key = ArtifactContract.AccumulationTailKey, Value = ArtifactContract.AccumulationTailFormat });
             }
             else
             {

@@ -16,16 +16,16 @@ public static class OptimizerGraphBuilder
     public const long DefaultOpset = 17;
 
     /// <summary>Name of the learning-rate input.</summary>
-    public const string LearningRateInput = "learning_rate";
+    public const string LearningRateInput = ArtifactContract.LearningRateInput;
 
     /// <summary>Name of the step input.</summary>
-    public const string StepInput = "step";
+    public const string StepInput = ArtifactContract.StepInput;
 
     /// <summary>Suffix of the gradient inputs.</summary>
-    public const string GradientSuffix = ".grad";
+    public const string GradientSuffix = ArtifactContract.GradientSuffix;
 
     /// <summary>Suffix of every output.</summary>
-    public const string OutputSuffix = ".out";
+    public const string OutputSuffix = ArtifactContract.OptimizerOutputSuffix;
 
     /// <summary>
     /// Model metadata key holding <see cref="Signature"/> of the update the graph computes, so a runtime can tell an

@@ -1,3 +1,4 @@
+using OnnxTune.Training.Sessions;
 using Microsoft.Extensions.Logging;
 
 namespace OnnxTune.Hosting.Diagnostics;

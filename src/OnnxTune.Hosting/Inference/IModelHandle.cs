@@ -37,13 +37,3 @@ public sealed class ModelNotServingException : OnnxTuneException
     public ModelNotServingException(string message, Exception? inner = null) : base(message, inner) { }
 }
 
-/// <summary>The requested execution provider is not available in this process.</summary>
-public sealed class ExecutionProviderUnavailableException : OnnxTuneException
-{
-    /// <summary>Creates the exception.</summary>
-    public ExecutionProviderUnavailableException(ExecutionProvider provider, string message, Exception? inner = null) : base(message, inner) =>
-        Provider = provider;
-
-    /// <summary>Gets the provider that was requested.</summary>
-    public ExecutionProvider Provider { get; }
-}

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.ML.OnnxRuntime;
 using OnnxTune.Hosting.Diagnostics;
+using OnnxTune.Training.Sessions;
 
 namespace OnnxTune.Hosting.Internal;
 
@@ -43,34 +44,21 @@ internal sealed class InferenceSessionFactory(string modelName, OnDeviceFineTuni
 
     internal static SessionOptions CreateSessionOptions(ExecutionProvider provider, int cudaDeviceId, int intraOpThreads, bool fallbackToCpu, string modelName, ILogger logger)
     {
-        var so = new SessionOptions();
         try
         {
-            if (intraOpThreads > 0) so.IntraOpNumThreads = intraOpThreads;
-            if (provider == ExecutionProvider.Cuda)
+            var so = OrtSessionFactory.CreateOptions(new OrtSessionSettings
             {
-                try
-                {
-                    so.AppendExecutionProvider_CUDA(cudaDeviceId);
-                }
-                catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
-                {
-                    if (!fallbackToCpu)
-                        throw new ExecutionProviderUnavailableException(provider,
-                            $"Model '{modelName}': the CUDA execution provider (device {cudaDeviceId}) is not available: {e.Message} " +
-                            "Reference Microsoft.ML.OnnxRuntime.Gpu and install CUDA, or set FallbackToCpu.", e);
-                    Log.ExecutionProviderFallback(logger, modelName, provider, e.Message);
-                    so.Dispose();
-                    so = new SessionOptions();
-                    if (intraOpThreads > 0) so.IntraOpNumThreads = intraOpThreads;
-                }
-            }
+                Provider = provider,
+                CudaDeviceId = cudaDeviceId,
+                FallbackToCpu = fallbackToCpu,
+                IntraOpThreads = intraOpThreads,
+            }, out var fellBack);
+            if (fellBack is not null) Log.ExecutionProviderFallback(logger, modelName, provider, fellBack);
             return so;
         }
-        catch
+        catch (ExecutionProviderUnavailableException e)
         {
-            so.Dispose();
-            throw;
+            throw new ExecutionProviderUnavailableException(provider, $"Model '{modelName}': {e.Message} Or set FallbackToCpu.", e);
         }
     }
 

@@ -1,4 +1,5 @@
 using Onnx;
+using OnnxTune.Autodiff.Artifacts;
 
 namespace OnnxTune.Training.Graphs;
 
@@ -12,11 +13,17 @@ namespace OnnxTune.Training.Graphs;
 internal static class FreshGradientGraph
 {
     /// <summary>
-    /// The variant of <paramref name="training"/> without accumulation, or null when its accumulation tail is not the
-    /// shape <c>ArtifactBuilder</c> emits (then the caller keeps the accumulating graph for every step).
+    /// The variant of <paramref name="training"/> without accumulation, or null when the graph does not declare the
+    /// builder's accumulation tail (<see cref="ArtifactContract.AccumulationTailKey"/>) or its nodes are not that form
+    /// (then the caller keeps the accumulating graph for every step).
     /// </summary>
-    public static ModelProto? TryCreate(ModelProto training, IReadOnlyList<string> parameters, string resetInput, string bufferSuffix, string outputSuffix)
+    public static ModelProto? TryCreate(ModelProto training, IReadOnlyList<string> parameters)
     {
+        const string resetInput = ArtifactContract.LazyResetGradInput;
+        const string bufferSuffix = ArtifactContract.AccumulationBufferSuffix;
+        const string outputSuffix = ArtifactContract.AccumulationOutputSuffix;
+        if (!training.MetadataProps.Any(m => m.Key == ArtifactContract.AccumulationTailKey && m.Value == ArtifactContract.AccumulationTailFormat))
+            return null;
         var model = training.Clone();
         var graph = model.Graph;
         var producer = new Dictionary<string, NodeProto>(StringComparer.Ordinal);

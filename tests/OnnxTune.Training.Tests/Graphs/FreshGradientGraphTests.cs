@@ -19,7 +19,7 @@ public sealed class FreshGradientGraphTests : IDisposable
     }
 
     private static global::Onnx.ModelProto? Fresh(global::Onnx.ModelProto m) =>
-        FreshGradientGraph.TryCreate(m, ["W", "b"], TrainingEngine.LazyResetGradInput, TrainingEngine.GradBufferSuffix, TrainingEngine.GradOutputSuffix);
+        FreshGradientGraph.TryCreate(m, ["W", "b"]);
 
     [Fact]
     public void Drops_the_accumulation_tail_and_writes_gradients_to_the_outputs()
@@ -29,9 +29,9 @@ public sealed class FreshGradientGraphTests : IDisposable
         Assert.NotNull(fresh);
         var g = fresh!.Graph;
         Assert.DoesNotContain(g.Node, n => n.OpType == "Where");
-        Assert.DoesNotContain(g.Input, i => i.Name == TrainingEngine.LazyResetGradInput || i.Name.EndsWith(TrainingEngine.GradBufferSuffix, StringComparison.Ordinal));
+        Assert.DoesNotContain(g.Input, i => i.Name == ArtifactContract.LazyResetGradInput || i.Name.EndsWith(ArtifactContract.AccumulationBufferSuffix, StringComparison.Ordinal));
         foreach (var p in new[] { "W", "b" })
-            Assert.Single(g.Node, n => n.Output.Contains(p + TrainingEngine.GradOutputSuffix));
+            Assert.Single(g.Node, n => n.Output.Contains(p + ArtifactContract.AccumulationOutputSuffix));
         Assert.Equal(training.Graph.Output.Select(o => o.Name), g.Output.Select(o => o.Name));
         // Two nodes (Add, Where) fewer per parameter; the source model is not modified.
         Assert.Equal(training.Graph.Node.Count - 4, g.Node.Count);
@@ -45,5 +45,15 @@ public sealed class FreshGradientGraphTests : IDisposable
         var where = training.Graph.Node.First(n => n.OpType == "Where");
         where.Input[0] = where.Input[1]; // no longer selected by lazy_reset_grad
         Assert.Null(Fresh(training));
+    }
+
+    [Fact]
+    public void Returns_null_for_graphs_that_do_not_declare_the_builders_accumulation_tail()
+    {
+        var training = TrainingModel();
+        Assert.Contains(training.MetadataProps, m => m.Key == ArtifactContract.AccumulationTailKey);
+        var marker = training.MetadataProps.Single(m => m.Key == ArtifactContract.AccumulationTailKey);
+        training.MetadataProps.Remove(marker);
+        Assert.Null(Fresh(training)); // same nodes, but nothing says this tail is the builder's
     }
 }

@@ -101,7 +101,10 @@ public static class LinearRegressionArtifacts
             e.AddNode("Where", ["lazy_reset_grad", grad, sum], [e.Reserve(p + ".grad.accumulation.out")]);
             e.AddOutput(ValueInfos.Tensor(p + ".grad.accumulation.out", DataType.Float, shape));
         }
-        return Model(g);
+        var model = Model(g);
+        // The builder's accumulation form, written by hand: declare it as the builder does.
+        model.MetadataProps.Add(new global::Onnx.StringStringEntryProto { Key = OnnxTune.Autodiff.Artifacts.ArtifactContract.AccumulationTailKey, Value = OnnxTune.Autodiff.Artifacts.ArtifactContract.AccumulationTailFormat });
+        return model;
     }
 
     /// <summary>Reference loss and gradients in float64.</summary>
