@@ -450,11 +450,20 @@ public sealed class TrainingEngine : IDisposable
     /// Writes <c>inference_model.onnx</c> with the trained values under the same initializer names, atomically, to
     /// <paramref name="path"/>; it loads in a plain <see cref="InferenceSession"/>.
     /// </summary>
-    public void ExportInferenceModel(string path)
+    public void ExportInferenceModel(string path) => ExportInferenceModel(path, Path.Combine(_directory, Manifest.Files.InferenceModel));
+
+    /// <summary>
+    /// Writes <paramref name="modelPath"/> with this engine's trained values in place of its initializers of the same
+    /// names, atomically, to <paramref name="path"/>: for artifacts that train part of a larger model (the suffix of a
+    /// frozen-prefix split), this exports the whole trained model.
+    /// </summary>
+    /// <exception cref="InvalidArtifactsException">The model lacks a trained tensor or holds it with another shape.</exception>
+    public void ExportInferenceModel(string path, string modelPath)
     {
         ThrowIfDisposed();
         ArgumentException.ThrowIfNullOrEmpty(path);
-        var source = Path.Combine(_directory, Manifest.Files.InferenceModel);
+        ArgumentException.ThrowIfNullOrEmpty(modelPath);
+        var source = modelPath;
         var model = OnnxModelReader.Load(source);
         var initializers = model.Graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
         foreach (var slot in _store.Slots)
