@@ -27,7 +27,8 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         FineTuningEvents events,
         OnnxTuneMetrics metrics,
         TimeProvider timeProvider,
-        ILogger logger)
+        ILogger logger,
+        ISharedVersionRegistry? sharedVersions = null)
     {
         Name = name;
         Options = options;
@@ -48,7 +49,15 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         Metrics = metrics;
         TimeProvider = timeProvider;
         Logger = logger;
-        Versions = new ModelVersionStore(Path.Combine(options.ModelStorePath, "versions"), options.KeepVersions) { Activator = this };
+        try
+        {
+            Versions = new ModelVersionStore(Path.Combine(options.ModelStorePath, "versions"), options.KeepVersions, sharedVersions) { Activator = this };
+        }
+        catch
+        {
+            _storeLock.Dispose();
+            throw;
+        }
         Sessions = new SwappableInferenceSession();
         _sessionFactory = new InferenceSessionFactory(name, options, logger);
         Handle = new ModelHandle(name, Sessions, EnsureServing, timeProvider);
@@ -196,6 +205,41 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         }
         Publish(entry, elapsed);
         return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// Serves <paramref name="version"/> (0: the base model) because the shared pointer names it: the same load,
+    /// swap and events as a local promotion, but only the local pointer moves. No-op when it already serves.
+    /// </summary>
+    public async ValueTask FollowAsync(int version, CancellationToken cancellationToken)
+    {
+        await Versions.LockAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var serving = Sessions.Current;
+            if (serving is not null && (serving.Version?.Version ?? 0) == version) return;
+            ModelVersionInfo? info = null;
+            if (version > 0)
+            {
+                info = Versions.ListVersions().FirstOrDefault(v => v.Version == version)
+                    ?? throw new ModelVersionNotFoundException($"Model '{Name}': the shared pointer names version {version}, which is not in the local replica '{Versions.Root}'.");
+            }
+            var entry = Prepare(info, info?.ModelPath ?? BaseModelPath, out var elapsed);
+            try
+            {
+                Versions.SetCurrentLocal(version);
+            }
+            catch
+            {
+                entry.Release();
+                throw;
+            }
+            Publish(entry, elapsed);
+        }
+        finally
+        {
+            Versions.Unlock();
+        }
     }
 
     public void Dispose()
