@@ -444,7 +444,15 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 ["golden"] = decision.Candidate.GoldenMetric,
                 ["golden_count"] = decision.Candidate.GoldenCount,
             };
-            var info = versions.AddVersion(result.CandidateModelPath, result.CandidateCheckpointPath, metrics, decision, Provenance(round, gatedAgainst, trained, upTo));
+            ModelVersionInfo info;
+            try
+            {
+                info = versions.AddVersion(result.CandidateModelPath, result.CandidateCheckpointPath, metrics, decision, Provenance(round, gatedAgainst, trained, upTo));
+            }
+            catch (VersionPromotionRefusedException refused)
+            {
+                return $"the shared registry refused the new version: {refused.Message}; the candidate is discarded, and its feedback trains again in the next round";
+            }
             try
             {
                 await _model.ActivateAsync(info, versions, CancellationToken.None).ConfigureAwait(false);
