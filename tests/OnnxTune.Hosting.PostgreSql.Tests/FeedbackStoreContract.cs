@@ -1,3 +1,5 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using OnnxTune.Hosting.Internal;
 using OnnxTune.Hosting.Tests;
 
@@ -16,6 +18,12 @@ public abstract class FeedbackStoreContract : IDisposable
 
     /// <summary>Overwrites the stored tensors column of a record with text that is not valid JSON (the store is closed first and reopened after).</summary>
     protected abstract Task DamageTensorsAsync(long sequence);
+
+    /// <summary>Selects the store under test on a hosted model (nothing for the SQLite default).</summary>
+    protected abstract void UseStore(IOnDeviceFineTuningBuilder builder);
+
+    /// <summary>The concrete store type a hosted model resolves.</summary>
+    protected abstract Type StoreType { get; }
 
     protected IFeedbackStore Open()
     {
@@ -48,6 +56,40 @@ public abstract class FeedbackStoreContract : IDisposable
         Metadata = new Dictionary<string, string> { ["source"] = "ui" },
         HeldOut = heldOut,
     };
+
+    [SkippableFact]
+    public async Task A_hosted_model_validates_feedback_and_splits_held_out_records_in_the_store()
+    {
+        Open();
+        CloseAll();
+        using var dir = new TempDir();
+        TestModels.WriteArtifacts(dir.Sub("artifacts"));
+        var builder = Host.CreateEmptyApplicationBuilder(new());
+        UseStore(builder.Services.AddOnDeviceFineTuning(o =>
+        {
+            o.ArtifactsPath = dir.Sub("artifacts");
+            o.ModelStorePath = dir.Sub("store");
+            o.HeldOutShare = 0.5;
+            o.CheckInterval = TimeSpan.FromHours(1);
+        }));
+        using var host = builder.Build();
+        await host.StartAsync();
+        var store = host.Services.GetRequiredService<IFeedbackStore>();
+        Assert.IsType(StoreType, store);
+        var writer = host.Services.GetRequiredService<IFeedbackWriter>();
+        var bad = await Assert.ThrowsAsync<FeedbackValidationException>(async () =>
+            await writer.WriteAsync(Feedback.ForTensors(new Dictionary<string, TensorData> { ["nope"] = TensorData.Float([1, 2, 3, 4], 1, 4) }, 1)));
+        Assert.Equal(FeedbackErrorKind.UnknownInput, bad.Kind);
+        await Assert.ThrowsAsync<FeedbackValidationException>(async () => await writer.WriteAsync(Feedback.ForTensors(TestModels.Input(TestModels.X(new Random(1))), 7)));
+        Assert.Equal(0, await store.GetLatestSequenceAsync());
+        var rng = new Random(3);
+        var receipts = new List<FeedbackReceipt>();
+        for (var i = 0; i < 40; i++) receipts.Add(await writer.WriteAsync(Feedback.ForTensors(TestModels.Input(TestModels.X(rng)), i % 3, "u" + (i % 4))));
+        Assert.Equal(receipts.Where(r => r.HeldOut).Select(r => r.Sequence), (await store.GetHeldOutAsync(100)).Select(r => r.Sequence));
+        Assert.Equal(receipts.Where(r => !r.HeldOut).Select(r => r.Sequence), (await store.GetTrainingSinceAsync(0, 100)).Select(r => r.Sequence));
+        Assert.InRange(receipts.Count(r => r.HeldOut), 8, 32);
+        await host.StopAsync();
+    }
 
     [SkippableFact]
     public async Task Records_survive_reopening_the_store_unchanged()

@@ -1,5 +1,6 @@
 using OnnxTune.Hosting.Internal;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 using OnnxTune.Hosting.Tests;
 
@@ -13,6 +14,16 @@ public sealed class SqliteFeedbackStoreContractTests : FeedbackStoreContract
     private string DatabasePath => _dir.Sub("feedback.db");
 
     protected override IFeedbackStore OpenStore() => new SqliteFeedbackStore(DatabasePath);
+
+    protected override void UseStore(IOnDeviceFineTuningBuilder builder)
+    {
+    }
+
+    protected override Type StoreType => typeof(SqliteFeedbackStore);
+
+    [Fact]
+    public void The_default_hosting_package_does_not_reference_Npgsql() =>
+        Assert.DoesNotContain(typeof(SqliteFeedbackStore).Assembly.GetReferencedAssemblies(), a => a.Name!.StartsWith("Npgsql", StringComparison.Ordinal));
 
     protected override Task DamageTensorsAsync(long sequence)
     {
@@ -44,6 +55,11 @@ public sealed class PostgreSqlFeedbackStoreContractTests(PostgreSqlServer server
         PostgreSqlServer.SkipIfUnavailable();
         return new PostgreSqlFeedbackStore(server.ConnectionString, _schema);
     }
+
+    protected override void UseStore(IOnDeviceFineTuningBuilder builder) =>
+        builder.UsePostgreSql(o => { o.ConnectionString = server.ConnectionString; o.Schema = _schema; });
+
+    protected override Type StoreType => typeof(PostgreSqlFeedbackStore);
 
     protected override async Task DamageTensorsAsync(long sequence)
     {

@@ -20,6 +20,7 @@ internal sealed class PostgreSqlTrainerLease : ITrainerLease, IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private long _token;
     private Task? _renewal;
+    private int _disposed;
 
     public PostgreSqlTrainerLease(PostgreSqlDatabase db, TimeSpan duration, ILogger logger)
     {
@@ -37,6 +38,7 @@ internal sealed class PostgreSqlTrainerLease : ITrainerLease, IAsyncDisposable
 
     public async ValueTask<bool> TryHoldAsync(CancellationToken cancellationToken)
     {
+        if (Volatile.Read(ref _disposed) != 0) return false;
         if (Token != 0 && await RenewAsync(cancellationToken).ConfigureAwait(false)) return true;
         await using var c = await _db.DataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var cmd = new NpgsqlCommand("""
@@ -115,10 +117,15 @@ internal sealed class PostgreSqlTrainerLease : ITrainerLease, IAsyncDisposable
     /// <summary>Gives the lease up at a graceful stop, so that another instance takes over at once.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         await _stop.CancelAsync().ConfigureAwait(false);
         var token = Interlocked.Exchange(ref _token, 0);
         if (_renewal is { } r) await r.ConfigureAwait(false);
-        if (token == 0) return;
+        if (token == 0)
+        {
+            _stop.Dispose();
+            return;
+        }
         try
         {
             await using var c = await _db.DataSource.OpenConnectionAsync().ConfigureAwait(false);
