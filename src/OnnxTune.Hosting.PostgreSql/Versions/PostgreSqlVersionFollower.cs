@@ -52,8 +52,9 @@ internal sealed class PostgreSqlVersionFollower(FineTunedModel model, PostgreSql
     {
         try
         {
-            var serving = await Task.Run(() => registry.Synchronize(model.Versions), ct).ConfigureAwait(false);
-            if (serving is { } v) await model.FollowAsync(v, ct).ConfigureAwait(false);
+            // Imports outside the version lock (downloads may take a while), then the pointer is read again under it.
+            await Task.Run(() => registry.Synchronize(model.Versions), ct).ConfigureAwait(false);
+            await model.FollowAsync(registry.ReadCurrent, ct).ConfigureAwait(false);
             await model.Versions.LockAsync(ct).ConfigureAwait(false);
             try { model.Versions.Prune(); }
             finally { model.Versions.Unlock(); }

@@ -53,6 +53,13 @@ internal sealed class PostgreSqlVersionRegistry(PostgreSqlDatabase db, IVersionF
         return serving;
     }
 
+    public int? ReadCurrent()
+    {
+        using var c = db.DataSource.OpenConnection();
+        using var cmd = new NpgsqlCommand("SELECT version FROM serving WHERE id = 1;", c);
+        return cmd.ExecuteScalar() is int s ? s : null;
+    }
+
     public int NextVersion(int localNext)
     {
         using var c = db.DataSource.OpenConnection();

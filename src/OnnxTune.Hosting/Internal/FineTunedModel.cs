@@ -208,21 +208,25 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
     }
 
     /// <summary>
-    /// Serves <paramref name="version"/> (0: the base model) because the shared pointer names it: the same load,
-    /// swap and events as a local promotion, but only the local pointer moves. No-op when it already serves.
+    /// Serves the version the shared pointer names (0: the base model), read by <paramref name="readShared"/> under
+    /// the version lock, so that a read older than a promotion or rollback of this instance can never undo it. The
+    /// same load, swap and events as a local promotion, but only the local pointer moves. No-op when it already
+    /// serves, when there is no shared pointer, or when the version is not in the local replica yet (the next
+    /// synchronisation imports it). Returns the version followed, or null.
     /// </summary>
-    public async ValueTask FollowAsync(int version, CancellationToken cancellationToken)
+    public async ValueTask<int?> FollowAsync(Func<int?> readShared, CancellationToken cancellationToken)
     {
         await Versions.LockAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            if (readShared() is not { } version) return null;
             var serving = Sessions.Current;
-            if (serving is not null && (serving.Version?.Version ?? 0) == version) return;
+            if (serving is not null && (serving.Version?.Version ?? 0) == version) return null;
             ModelVersionInfo? info = null;
             if (version > 0)
             {
-                info = Versions.ListVersions().FirstOrDefault(v => v.Version == version)
-                    ?? throw new ModelVersionNotFoundException($"Model '{Name}': the shared pointer names version {version}, which is not in the local replica '{Versions.Root}'.");
+                info = Versions.ListVersions().FirstOrDefault(v => v.Version == version);
+                if (info is null) return null;
             }
             var entry = Prepare(info, info?.ModelPath ?? BaseModelPath, out var elapsed);
             try
@@ -235,6 +239,7 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
                 throw;
             }
             Publish(entry, elapsed);
+            return version;
         }
         finally
         {

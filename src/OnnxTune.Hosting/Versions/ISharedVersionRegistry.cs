@@ -14,6 +14,9 @@ internal interface ISharedVersionRegistry
     /// </summary>
     int? Synchronize(ModelVersionStore local);
 
+    /// <summary>The shared serving version (0: the base model), or null when none was ever set; a cheap read.</summary>
+    int? ReadCurrent();
+
     /// <summary>The next version number fleet-wide (at least <paramref name="localNext"/>).</summary>
     int NextVersion(int localNext);
 
