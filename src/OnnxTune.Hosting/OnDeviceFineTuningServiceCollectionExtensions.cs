@@ -69,7 +69,8 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
             sp.GetRequiredService<FineTuningEvents>(),
             sp.GetRequiredService<OnnxTuneMetrics>(),
             sp.GetRequiredService<TimeProvider>(),
-            (ILogger?)sp.GetService<ILoggerFactory>()?.CreateLogger("OnnxTune.Hosting") ?? NullLogger.Instance));
+            (ILogger?)sp.GetService<ILoggerFactory>()?.CreateLogger("OnnxTune.Hosting") ?? NullLogger.Instance,
+            sp.GetKeyedService<ISharedVersionRegistry>(name)));
         services.AddKeyedSingleton<IModelHandle>(name, (sp, _) => sp.GetRequiredKeyedService<FineTunedModel>(name).Handle);
         services.AddKeyedSingleton(name, (sp, _) => sp.GetRequiredKeyedService<FineTunedModel>(name).Writer);
         services.AddKeyedSingleton(name, (sp, _) => sp.GetRequiredKeyedService<FineTunedModel>(name).Versions);
@@ -87,7 +88,8 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
             sp.GetRequiredKeyedService<FineTunedModel>(name),
             sp.GetKeyedService<IFineTuningRound>(name),
             sp.GetRequiredKeyedService<IModelEvaluator>(name),
-            sp.GetKeyedServices<IValidationGate>(name)));
+            sp.GetKeyedServices<IValidationGate>(name),
+            sp.GetKeyedService<ITrainerLease>(name)));
         // The drift watch: live signals of a newly promoted version against its predecessor, automatic rollback.
         services.AddKeyedSingleton(name, (sp, _) => new DriftWatch(sp.GetRequiredKeyedService<FineTunedModel>(name)));
         services.AddSingleton<IHostedService>(sp => sp.GetRequiredKeyedService<DriftWatch>(name));

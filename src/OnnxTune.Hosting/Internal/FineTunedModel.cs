@@ -27,7 +27,8 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         FineTuningEvents events,
         OnnxTuneMetrics metrics,
         TimeProvider timeProvider,
-        ILogger logger)
+        ILogger logger,
+        ISharedVersionRegistry? sharedVersions = null)
     {
         Name = name;
         Options = options;
@@ -48,7 +49,15 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         Metrics = metrics;
         TimeProvider = timeProvider;
         Logger = logger;
-        Versions = new ModelVersionStore(Path.Combine(options.ModelStorePath, "versions"), options.KeepVersions) { Activator = this };
+        try
+        {
+            Versions = new ModelVersionStore(Path.Combine(options.ModelStorePath, "versions"), options.KeepVersions, sharedVersions) { Activator = this };
+        }
+        catch
+        {
+            _storeLock.Dispose();
+            throw;
+        }
         Sessions = new SwappableInferenceSession();
         _sessionFactory = new InferenceSessionFactory(name, options, logger);
         Handle = new ModelHandle(name, Sessions, EnsureServing, timeProvider);
@@ -199,6 +208,46 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         }
         Publish(entry, elapsed);
         return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// Serves the version the shared pointer names (0: the base model), read by <paramref name="readShared"/> under
+    /// the version lock, so that a read older than a promotion or rollback of this instance can never undo it. The
+    /// same load, swap and events as a local promotion, but only the local pointer moves. No-op when it already
+    /// serves, when there is no shared pointer, or when the version is not in the local replica yet (the next
+    /// synchronisation imports it). Returns the version followed, or null.
+    /// </summary>
+    public async ValueTask<int?> FollowAsync(Func<int?> readShared, CancellationToken cancellationToken)
+    {
+        await Versions.LockAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (readShared() is not { } version) return null;
+            var serving = Sessions.Current;
+            if (serving is not null && (serving.Version?.Version ?? 0) == version) return null;
+            ModelVersionInfo? info = null;
+            if (version > 0)
+            {
+                info = Versions.ListVersions().FirstOrDefault(v => v.Version == version);
+                if (info is null) return null;
+            }
+            var entry = Prepare(info, info?.ModelPath ?? BaseModelPath, out var elapsed);
+            try
+            {
+                Versions.SetCurrentLocal(version);
+            }
+            catch
+            {
+                entry.Release();
+                throw;
+            }
+            Publish(entry, elapsed);
+            return version;
+        }
+        finally
+        {
+            Versions.Unlock();
+        }
     }
 
     public void Dispose()

@@ -29,13 +29,17 @@ internal sealed class FineTuningBackgroundService : BackgroundService
     private readonly IReadOnlyList<IValidationGate> _gates;
     private readonly GateEvaluation _evaluation;
     private readonly ILogger _logger;
+    private readonly ITrainerLease? _lease;
     private long _lastRoundAt;
     private readonly SemaphoreSlim _roundLock = new(1, 1);
     private volatile RoundCompletedEventArgs? _lastCompleted;
+    private bool _holdsLease;
 
-    public FineTuningBackgroundService(FineTunedModel model, IFineTuningRound? engine, IModelEvaluator evaluator, IEnumerable<IValidationGate> appGates)
+    public FineTuningBackgroundService(FineTunedModel model, IFineTuningRound? engine, IModelEvaluator evaluator, IEnumerable<IValidationGate> appGates,
+        ITrainerLease? lease = null)
     {
         _model = model;
+        _lease = lease;
         _engine = engine;
         _evaluator = evaluator;
         var o = model.Options;
@@ -119,6 +123,12 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 await Task.Delay(NextDelay(failures), TimeProvider, stoppingToken).ConfigureAwait(false);
                 try
                 {
+                    if (!await HoldsLeaseAsync(stoppingToken).ConfigureAwait(false))
+                    {
+                        _model.Health.OnLoopOk();
+                        failures = 0;
+                        continue;
+                    }
                     var outcome = await ShouldRunAsync(stoppingToken).ConfigureAwait(false) ? await RunRoundAsync(stoppingToken).ConfigureAwait(false) : null;
                     _model.Health.OnLoopOk();
                     failures = outcome == RoundOutcome.Failed ? failures + 1 : 0;
@@ -150,6 +160,26 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         _model.Health.OnLoopStopped("the host is stopping");
     }
 
+    /// <summary>
+    /// With a trainer lease (several instances on one shared store) only its holder trains. An instance that takes
+    /// the lease over first raises the watermark to the serving version's provenance (the previous trainer may have
+    /// died between its promotion and its watermark write).
+    /// </summary>
+    private async Task<bool> HoldsLeaseAsync(CancellationToken ct)
+    {
+        if (_lease is null) return true;
+        var held = await _lease.TryHoldAsync(ct).ConfigureAwait(false);
+        if (held && !_holdsLease)
+        {
+            await ReconcileAsync(ct).ConfigureAwait(false);
+            _lastRoundAt = TimeProvider.GetTimestamp();
+            Log.TrainerLeaseAcquired(_logger, _model.Name);
+        }
+        else if (!held && _holdsLease) Log.TrainerLeaseLost(_logger, _model.Name);
+        _holdsLease = held;
+        return held;
+    }
+
     /// <summary>The check interval, doubled per failure in a row (capped at the max interval, at most 15 minutes).</summary>
     internal TimeSpan NextDelay(int failures)
     {
@@ -172,10 +202,12 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         return pending >= o.MinNewFeedback || TimeProvider.GetElapsedTime(_lastRoundAt) >= o.MaxInterval;
     }
 
-    /// <summary>Runs one round now; returns its outcome (null when there was nothing new or it was cancelled).</summary>
     /// <summary>A round requested through <see cref="IFineTuningAdmin.RunRoundAsync"/>: waits for a running round, then runs one whatever the trigger thresholds.</summary>
     internal async Task<RoundCompletedEventArgs?> RunRequestedRoundAsync(CancellationToken ct)
     {
+        // Several instances on one store: only the lease holder trains, requested or not.
+        if (!await HoldsLeaseAsync(ct).ConfigureAwait(false))
+            throw new InvalidOperationException($"Model '{_model.Name}': another instance holds the trainer lease; request the round there (or wait for the lease to expire).");
         var outcome = await RunRoundAsync(ct).ConfigureAwait(false);
         return outcome is null ? null : _lastCompleted;
     }
@@ -446,10 +478,24 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 ["golden"] = decision.Candidate.GoldenMetric,
                 ["golden_count"] = decision.Candidate.GoldenCount,
             };
-            var info = versions.AddVersion(result.CandidateModelPath, result.CandidateCheckpointPath, metrics, decision, Provenance(round, gatedAgainst, trained, upTo));
+            ModelVersionInfo info;
+            try
+            {
+                info = versions.AddVersion(result.CandidateModelPath, result.CandidateCheckpointPath, metrics, decision, Provenance(round, gatedAgainst, trained, upTo));
+            }
+            catch (VersionPromotionRefusedException refused)
+            {
+                return $"the shared registry refused the new version: {refused.Message}; the candidate is discarded, and its feedback trains again in the next round";
+            }
             try
             {
                 await _model.ActivateAsync(info, versions, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (VersionPromotionRefusedException refused)
+            {
+                // Another instance took the trainer lease or moved the shared pointer: this candidate must not serve.
+                versions.Discard(info);
+                return $"the shared registry refused the promotion: {refused.Message}; the candidate is discarded, and its feedback trains again in the next round";
             }
             catch
             {

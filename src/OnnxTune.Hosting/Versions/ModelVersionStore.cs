@@ -64,9 +64,13 @@ public sealed class ModelVersionStore : IDisposable
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly HashSet<int> _added = [];
     private readonly List<int> _orphans = [];
+    private readonly ISharedVersionRegistry? _shared;
 
     /// <summary>Opens (creating if needed) a store under <paramref name="root"/> and removes leftovers of interrupted writes.</summary>
-    public ModelVersionStore(string root, int keepVersions)
+    public ModelVersionStore(string root, int keepVersions) : this(root, keepVersions, null) { }
+
+    /// <summary>Opens the local replica of a shared registry: after the local clean-up it imports the shared state and points at the shared serving version.</summary>
+    internal ModelVersionStore(string root, int keepVersions, ISharedVersionRegistry? shared)
     {
         ArgumentException.ThrowIfNullOrEmpty(root);
         ArgumentOutOfRangeException.ThrowIfLessThan(keepVersions, 1);
@@ -85,7 +89,15 @@ public sealed class ModelVersionStore : IDisposable
             catch (UnauthorizedAccessException) { }
         }
         RemoveOrphans();
+        _shared = shared;
+        if (shared?.Synchronize(this) is { } serving && serving != ReadPointer()) SetCurrentLocal(serving);
     }
+
+    /// <summary>Marker holding the shared registry's id of a version folder (replicas only).</summary>
+    internal const string SharedIdFileName = "shared-id";
+
+    /// <summary>True when this store is the replica of a shared registry.</summary>
+    internal bool IsShared => _shared is not null;
 
     /// <summary>Gets the version folders found at open that were never promoted (a crash between writing the folder and moving the pointer); they were removed.</summary>
     public IReadOnlyList<int> RemovedOrphans => _orphans;
@@ -150,6 +162,7 @@ public sealed class ModelVersionStore : IDisposable
             var target = ListFolders().FirstOrDefault(v => v.Version == version)
                 ?? throw new ModelVersionNotFoundException($"Model version {version} is not in '{Root}'.");
             var serving = ReadPointer();
+            _shared?.Retire(version, reason);
             WriteMarker(target, RetiredMarkerFileName, reason);
             if (serving != version) return GetCurrent();
             var fallback = ListVersions().LastOrDefault(v => v.Version != version);
@@ -220,7 +233,7 @@ public sealed class ModelVersionStore : IDisposable
     {
         if (!File.Exists(modelPath))
             throw new OnnxTuneException($"Candidate model '{modelPath}' does not exist.");
-        var version = NextVersion();
+        var version = _shared?.NextVersion(NextVersion()) ?? NextVersion();
         var temp = Path.Combine(Root, $"{TempPrefix}{FolderName(version)}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(temp);
         try
@@ -238,8 +251,21 @@ public sealed class ModelVersionStore : IDisposable
             var final = Path.Combine(Root, FolderName(version));
             DurableDirectory.Move(temp, final);
             lock (_added) _added.Add(version);
+            var info = new ModelVersionInfo(version, final);
+            if (_shared is { } shared)
+            {
+                try
+                {
+                    WriteMarker(info, SharedIdFileName, shared.Publish(info));
+                }
+                catch
+                {
+                    Discard(info);
+                    throw;
+                }
+            }
             CrashPoints.Hit(CrashPoints.AfterVersionFolder);
-            return new ModelVersionInfo(version, final);
+            return info;
         }
         catch
         {
@@ -249,11 +275,77 @@ public sealed class ModelVersionStore : IDisposable
     }
 
     /// <summary>
+    /// Imports a version of the shared registry into this replica: <paramref name="fill"/> writes its files into a
+    /// temp folder, which gets the promoted marker and <paramref name="sharedId"/>, is flushed and renamed into place
+    /// (replacing a local folder of the same number with other content).
+    /// </summary>
+    internal ModelVersionInfo ImportVersion(int version, string sharedId, Action<string> fill)
+    {
+        var temp = Path.Combine(Root, $"{TempPrefix}{FolderName(version)}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(temp);
+        try
+        {
+            fill(temp);
+            if (!File.Exists(Path.Combine(temp, ModelFileName)))
+                throw new OnnxTuneException($"Shared version {version} has no {ModelFileName}.");
+            var staged = new ModelVersionInfo(version, temp);
+            WriteMarker(staged, PromotedMarkerFileName, "");
+            WriteMarker(staged, SharedIdFileName, sharedId);
+            foreach (var dir in Directory.EnumerateDirectories(temp, "*", SearchOption.AllDirectories)) DurableDirectory.Sync(dir);
+            DurableDirectory.Sync(temp);
+            var final = Path.Combine(Root, FolderName(version));
+            if (Directory.Exists(final))
+            {
+                var trash = Path.Combine(Root, $"{TrashPrefix}{FolderName(version)}-{Guid.NewGuid():N}");
+                DurableDirectory.Move(final, trash);
+                TryDeleteDirectory(trash);
+            }
+            DurableDirectory.Move(temp, final);
+            return new ModelVersionInfo(version, final);
+        }
+        catch
+        {
+            TryDeleteDirectory(temp);
+            throw;
+        }
+    }
+
+    /// <summary>The shared id of a local version folder, or null (not imported or published, or absent).</summary>
+    internal string? ReadSharedId(int version)
+    {
+        var path = Path.Combine(Root, FolderName(version), SharedIdFileName);
+        try { return File.Exists(path) ? File.ReadAllText(path).Trim() : null; }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>True when the local folder of <paramref name="version"/> exists and carries the retired marker.</summary>
+    internal bool IsRetiredLocally(int version) => IsRetired(new ModelVersionInfo(version, Path.Combine(Root, FolderName(version))));
+
+    /// <summary>Writes the retired marker of a version retired elsewhere in the fleet (no-op when its folder is absent).</summary>
+    internal void MarkRetiredLocal(int version, string reason)
+    {
+        var info = new ModelVersionInfo(version, Path.Combine(Root, FolderName(version)));
+        if (Directory.Exists(info.Directory) && !IsRetired(info)) WriteMarker(info, RetiredMarkerFileName, reason);
+    }
+
+    /// <summary>
     /// Points <c>current</c> at <paramref name="version"/> (atomic replace, directory flushed; 0 names the base model),
     /// then marks the version promoted. A crash between the two leaves a current version without its marker, which
     /// <see cref="MarkCurrentPromoted"/> repairs at the next start.
     /// </summary>
     internal void SetCurrent(int version)
+    {
+        if (_shared is { } shared)
+        {
+            bool promotion;
+            lock (_added) promotion = _added.Contains(version);
+            shared.SetCurrent(version, ReadPointer(), promotion && !File.Exists(Path.Combine(Root, FolderName(version), PromotedMarkerFileName)));
+        }
+        SetCurrentLocal(version);
+    }
+
+    /// <summary>Moves only the local pointer (a replica following the shared pointer).</summary>
+    internal void SetCurrentLocal(int version)
     {
         AtomicFile.WriteAllText(Path.Combine(Root, CurrentFileName), version.ToString(CultureInfo.InvariantCulture));
         CrashPoints.Hit(CrashPoints.AfterPointer);
@@ -292,6 +384,11 @@ public sealed class ModelVersionStore : IDisposable
             }
             lock (_added) _added.Remove(versions[i].Version);
             deleted.Add(versions[i].Version);
+            try { _shared?.Pruned(versions[i].Version); }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                errors.Add($"version {versions[i].Version} (shared registry): {e.Message}");
+            }
             CrashPoints.Hit(CrashPoints.DuringPrune);
             try { Directory.Delete(trash, recursive: true); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -306,6 +403,11 @@ public sealed class ModelVersionStore : IDisposable
     internal void Discard(ModelVersionInfo version)
     {
         lock (_added) _added.Remove(version.Version);
+        try { _shared?.Discard(version.Version); }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // The registry forgets unpromoted versions at the next takeover.
+        }
         var trash = Path.Combine(Root, $"{TrashPrefix}{FolderName(version.Version)}-{Guid.NewGuid():N}");
         try
         {
