@@ -809,6 +809,7 @@ def build_lora_case(case):
     info["trainable_base_parameters"] = trainable_base
     info["adapter_tensors"] = list(initial)
     info["frozen_globs"] = []
+    info["frozen_parameters"] = [k for k in params if k not in trainable_base]
     info["loss"] = case["loss"]
     info["optimizer"] = opt
     info["hyperparameters"] = hp_out
