@@ -10,6 +10,8 @@ using OnnxTune.Text.MiniLm;
 using OnnxTune.Text.Tokenization;
 using OnnxTune.Training;
 using OnnxTune.Training.Artifacts;
+using OnnxTune.Training.Loops;
+using OnnxTune.Training.Schedules;
 using OnnxTune.Training.Trained;
 
 namespace OnnxTune.Samples;
@@ -107,25 +109,20 @@ internal static class EncoderIntentModel
         var scales = manifest.TrainableParameters.Select(p => p.Name).Where(n => !n.StartsWith(TaskHeadBuilder.Prefix, StringComparison.Ordinal))
             .ToDictionary(n => n, _ => settings.EncoderLearningRateScale, StringComparer.Ordinal);
         using var session = TrainingEngine.Open(artifacts, new TrainingEngineOptions { IntraOpThreads = 2, Seed = settings.Seed, LearningRateScales = scales });
-        var steps = settings.Epochs * (encoded.Count + settings.BatchSize - 1) / settings.BatchSize;
-        var step = 0;
-        for (var epoch = 1; epoch <= settings.Epochs; epoch++)
+        var batches = TrainingBatches.FromEpochs(encoded.Count, (encoded.Count + settings.BatchSize - 1) / settings.BatchSize,
+            epoch => encoded.Batches(settings.BatchSize, settings.Seed + epoch).Select(b => ToTrainingBatch(manifest, b)));
+        var steps = (long)settings.Epochs * batches.BatchesPerEpoch;
+        TrainingLoop.Run(session, batches, new TrainingLoopOptions
         {
-            double sum = 0;
-            var n = 0;
-            foreach (var batch in encoded.Batches(settings.BatchSize, settings.Seed + epoch))
+            Epochs = settings.Epochs,
+            // Linear decay to 0 after a short warm-up, the usual BERT fine-tuning schedule.
+            Schedule = LearningRateSchedules.LinearWithWarmup(settings.LearningRate, Math.Max(1, steps / 10), steps),
+            StopAfterEpoch = e =>
             {
-                // Linear decay to 0 (with a short warm-up), the usual BERT fine-tuning schedule.
-                var warmup = Math.Max(1, steps / 10);
-                session.LearningRate = settings.LearningRate * (step < warmup ? (step + 1.0) / warmup : Math.Max(0.0, (steps - step) / (double)(steps - warmup)));
-                var loss = session.TrainStep(ToTrainingBatch(manifest, batch));
-                session.OptimizerStep();
-                sum += loss;
-                n++;
-                step++;
-            }
-            log?.Invoke($"epoch {epoch}/{settings.Epochs}: mean loss {sum / n:F4}");
-        }
+                log?.Invoke($"epoch {e.Epoch}/{settings.Epochs}: mean loss {e.MeanBatchLoss:F4} ({e.Elapsed.TotalSeconds:F0} s)");
+                return false;
+            },
+        });
         session.LearningRate = settings.LearningRate;
         TrainedModelFolder.Save(session, trained);
         TrainedModelFolder.WriteTextReplaySet(Path.Combine(trained, TrainedModelFolder.ReplaySetFileName),

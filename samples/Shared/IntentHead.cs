@@ -6,6 +6,7 @@ using OnnxTune.Autodiff.Optimizers;
 using OnnxTune.Onnx.Models;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Training;
+using OnnxTune.Training.Loops;
 using OnnxTune.Training.SafeTensors;
 
 namespace OnnxTune.Samples;
@@ -58,26 +59,19 @@ internal static class IntentHead
         var trainedPath = Path.Combine(scratch, "trained.onnx");
         using (var session = TrainingEngine.Open(scratch, new TrainingEngineOptions { IntraOpThreads = 2, Seed = seed }))
         {
-            const int BatchSize = 32;
-            var rng = new Random(seed);
-            var order = Enumerable.Range(0, y.Length).ToArray();
-            var xb = new float[BatchSize * dim];
-            var yb = new long[BatchSize];
-            for (var epoch = 0; epoch < epochs; epoch++)
+            var xb = new float[32 * dim];
+            var yb = new long[32];
+            // The sampler's index arrays are stacked into two reused buffers (the engine wraps them without copying).
+            var batches = IndexedBatches.Shuffled(y.Length, 32, seed, indices =>
             {
-                rng.Shuffle(order);
-                for (var start = 0; start < order.Length; start += BatchSize)
+                for (var i = 0; i < indices.Length; i++)
                 {
-                    var n = Math.Min(BatchSize, order.Length - start);
-                    for (var i = 0; i < n; i++)
-                    {
-                        x.AsSpan(order[start + i] * dim, dim).CopyTo(xb.AsSpan(i * dim));
-                        yb[i] = y[order[start + i]];
-                    }
-                    session.TrainStep(new TrainingBatch().Add(InputName, xb.AsMemory(0, n * dim), n, dim).WithLabels(yb.AsMemory(0, n), n));
-                    session.OptimizerStep();
+                    x.AsSpan(indices[i] * dim, dim).CopyTo(xb.AsSpan(i * dim));
+                    yb[i] = y[indices[i]];
                 }
-            }
+                return new TrainingBatch().Add(InputName, xb.AsMemory(0, indices.Length * dim), indices.Length, dim).WithLabels(yb.AsMemory(0, indices.Length), indices.Length);
+            });
+            if (epochs > 0) TrainingLoop.Run(session, batches, new TrainingLoopOptions { Epochs = epochs });
             session.ExportInferenceModel(trainedPath);
         }
         var trained = OnnxModelReader.Load(trainedPath);

@@ -12,9 +12,6 @@ internal sealed record CliContext(TextWriter Out, TextWriter Error, string Worki
 /// <summary>A command-line value is out of range or contradicts another flag.</summary>
 internal sealed class CliArgumentException(string message) : OnnxTuneException(message);
 
-/// <summary>Training produced a non-finite loss.</summary>
-internal sealed class TrainingDivergedException(string message) : OnnxTuneException(message);
-
 /// <summary>
 /// Text progress for long work: on a terminal it redraws one line (<c>\r</c>); otherwise it stays silent and the
 /// command prints only its per-epoch summaries.

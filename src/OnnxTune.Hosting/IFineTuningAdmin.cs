@@ -22,6 +22,14 @@ public interface IFineTuningAdmin
     /// <exception cref="ModelVersionNotFoundException">No such version on disk.</exception>
     Task<ModelVersionInfo?> RetireVersionAsync(int version, string reason, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Runs a fine-tuning round now, whatever the trigger thresholds (<c>MinNewFeedback</c>, <c>MaxInterval</c>,
+    /// <c>OnlyWhenIdle</c>), after any round already running, and returns how it ended: its outcome, gate decision and
+    /// <see cref="RoundStatistics"/>. Null when there is no new feedback (or the round was cancelled).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No training engine is registered, or the host has not started.</exception>
+    Task<RoundCompletedEventArgs?> RunRoundAsync(CancellationToken cancellationToken = default);
+
     /// <summary>Lists quarantined records (empty when the store does not support quarantine).</summary>
     ValueTask<IReadOnlyList<QuarantinedFeedback>> ListQuarantinedAsync(CancellationToken cancellationToken = default);
 

@@ -83,6 +83,13 @@ public sealed class OnDeviceFineTuningOptions
     [Range(0.0, 1.0)]
     public double WarmupFraction { get; set; } = DefaultWarmupFraction;
 
+    /// <summary>
+    /// Train rounds on the frozen-prefix cache when the artifacts freeze a prefix of the model: the frozen layers run
+    /// once per new record (activations kept under <c>ModelStorePath/prefix-cache</c>) and only the trainable part runs
+    /// per epoch. Models without a frozen prefix, or with BatchNormalization statistics, train in full either way.
+    /// </summary>
+    public bool UsePrefixCache { get; set; } = true;
+
     /// <summary>Gets or sets the folder holding model versions, the feedback database and round scratch space.</summary>
     /// <value>There is no default; the value is required.</value>
     [Required]

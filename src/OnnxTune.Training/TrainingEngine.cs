@@ -453,23 +453,32 @@ public sealed class TrainingEngine : IDisposable
     /// <paramref name="path"/>; it loads in a plain <see cref="InferenceSession"/>. With LoRA artifacts the model keeps
     /// its adapter branches (see <see cref="ExportMergedModel"/> for the plain model).
     /// </summary>
-    public void ExportInferenceModel(string path)
+    public void ExportInferenceModel(string path) => ExportInferenceModel(path, Path.Combine(_directory, Manifest.Files.InferenceModel));
+
+    /// <summary>
+    /// Writes <paramref name="modelPath"/> with this engine's trained values in place of its initializers of the same
+    /// names, atomically, to <paramref name="path"/>: for artifacts that train part of a larger model (the suffix of a
+    /// frozen-prefix split), this exports the whole trained model.
+    /// </summary>
+    /// <exception cref="InvalidArtifactsException">The model lacks a trained tensor or holds it with another shape.</exception>
+    public void ExportInferenceModel(string path, string modelPath)
     {
         ThrowIfDisposed();
         ArgumentException.ThrowIfNullOrEmpty(path);
-        OnnxModelWriter.Save(TrainedInferenceModel(), path);
+        ArgumentException.ThrowIfNullOrEmpty(modelPath);
+        OnnxModelWriter.Save(TrainedInferenceModel(modelPath), path);
     }
 
     /// <summary>
     /// Writes the inference model with every LoRA adapter folded into its weight (<c>W + scale·(B·A)</c> in W's own
     /// layout) and no adapter tensors or branches left: the source graph with trained weights, which any runtime
-    /// serves. Without adapters it equals <see cref="ExportInferenceModel"/>.
+    /// serves. Without adapters it equals <see cref="ExportInferenceModel(string)"/>.
     /// </summary>
     public void ExportMergedModel(string path)
     {
         ThrowIfDisposed();
         ArgumentException.ThrowIfNullOrEmpty(path);
-        var model = TrainedInferenceModel();
+        var model = TrainedInferenceModel(Path.Combine(_directory, Manifest.Files.InferenceModel));
         OnnxModelWriter.Save(Manifest.Lora is { } lora ? LoraGraph.Merge(model, lora) : model, path);
     }
 
@@ -500,9 +509,8 @@ public sealed class TrainingEngine : IDisposable
         OnnxAdapterFile.Write(adapterPath, parameters, adapterVersion, modelVersion);
     }
 
-    private global::Onnx.ModelProto TrainedInferenceModel()
+    private global::Onnx.ModelProto TrainedInferenceModel(string source)
     {
-        var source = Path.Combine(_directory, Manifest.Files.InferenceModel);
         var model = OnnxModelReader.Load(source);
         var initializers = model.Graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
         foreach (var slot in _store.Slots)

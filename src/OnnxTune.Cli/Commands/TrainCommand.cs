@@ -1,10 +1,10 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Globalization;
 using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Cli.Text;
 using OnnxTune.Training;
 using OnnxTune.Training.Data;
+using OnnxTune.Training.Loops;
 using OnnxTune.Training.Trained;
 
 namespace OnnxTune.Cli.Commands;
@@ -56,66 +56,64 @@ internal static class TrainCommand
         var manifest = ArtifactManifest.Load(artifactsDir);
         var dataPath = context.FullPath(s.Data);
         var seed = s.Seed ?? 0;
-        int sampleCount, batchesPerEpoch;
-        Func<int, IEnumerable<TrainingBatch>> epochBatches;
+        ITrainingBatches batches;
         string order;
         if (TextDataFile.IsTextData(dataPath))
         {
             var text = TextTask.Load(artifactsDir, manifest, dataPath);
-            sampleCount = text.Count;
-            batchesPerEpoch = text.BatchCount(s.BatchSize);
             // Length batching: similar lengths share a batch; with shuffling each epoch mixes ties and batch order anew.
-            epochBatches = epoch => text.Batches(s.BatchSize, s.Shuffle ? seed + epoch - 1 : null).Select(b => b.Batch);
+            batches = TrainingBatches.FromEpochs(text.Count, text.BatchCount(s.BatchSize),
+                epoch => text.Batches(s.BatchSize, s.Shuffle ? seed + epoch - 1 : null).Select(b => b.Batch));
             order = s.Shuffle ? $"length-bucketed text, shuffled (seed {seed})" : "length-bucketed text, shortest first";
         }
         else
         {
             var data = TensorDataFile.Open(dataPath, manifest);
-            var sampler = new BatchSampler(data.SampleCount, s.BatchSize, s.Shuffle, seed);
-            sampleCount = data.SampleCount;
-            batchesPerEpoch = sampler.BatchesPerEpoch;
-            epochBatches = _ => sampler.NextEpoch().Select(indices => data.CreateBatch(indices));
+            batches = s.Shuffle
+                ? IndexedBatches.Shuffled(data.SampleCount, s.BatchSize, seed, i => data.CreateBatch(i))
+                : IndexedBatches.InOrder(data.SampleCount, s.BatchSize, i => data.CreateBatch(i));
             order = s.Shuffle ? $"shuffled (seed {seed})" : "in order";
         }
-        using var session = TrainingEngine.Open(artifactsDir, new TrainingEngineOptions { Seed = seed });
-        if (s.LearningRate is { } lr) session.LearningRate = lr;
+        using var engine = TrainingEngine.Open(artifactsDir, new TrainingEngineOptions { Seed = seed });
+        if (s.LearningRate is { } lr) engine.LearningRate = lr;
 
         var w = context.Out;
-        w.WriteLine($"training {sampleCount} samples, {batchesPerEpoch} batches of up to {s.BatchSize} per epoch, {s.Epochs} epoch(s), {order}, lr {session.LearningRate.ToString("G6", CultureInfo.InvariantCulture)}");
-        var epochLosses = new List<double>();
-        var stepLosses = new List<float>();
-        var clock = new Stopwatch();
-        for (var epoch = 1; epoch <= s.Epochs; epoch++)
+        w.WriteLine($"training {batches.ExamplesPerEpoch} samples, {batches.BatchesPerEpoch} batches of up to {s.BatchSize} per epoch, {s.Epochs} epoch(s), {order}, lr {engine.LearningRate.ToString("G6", CultureInfo.InvariantCulture)}");
+        TextProgress? bar = null;
+        var progress = new InlineProgress<TrainingStepProgress>(p =>
         {
-            var progress = new TextProgress(w, context.ShowProgress, $"epoch {epoch}/{s.Epochs}", batchesPerEpoch);
-            double sum = 0;
-            var b = 0;
-            foreach (var batch in epochBatches(epoch))
+            if (p.Batch == 1) bar = new TextProgress(w, context.ShowProgress, $"epoch {p.Epoch}/{p.Epochs}", p.BatchesPerEpoch);
+            bar!.Report(p.Batch, string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:F4}, ETA {Duration(p.Remaining)}"));
+            if (p.Batch == p.BatchesPerEpoch) bar.Clear();
+        });
+        TrainingLoopResult result;
+        try
+        {
+            result = TrainingLoop.Run(engine, batches, new TrainingLoopOptions
             {
-                clock.Start();
-                var loss = session.TrainStep(batch);
-                if (!float.IsFinite(loss))
+                Epochs = s.Epochs,
+                Progress = progress,
+                RecordStepLosses = true,
+                StopAfterEpoch = e =>
                 {
-                    clock.Stop();
-                    throw new TrainingDivergedException(
-                        $"The loss is {loss} at epoch {epoch}, batch {b + 1} (optimizer step {session.Step + 1}); nothing was written. Lower --lr or check the data and labels.");
-                }
-                session.OptimizerStep();
-                clock.Stop();
-                stepLosses.Add(loss);
-                sum += loss;
-                b++;
-                progress.Report(b, $"loss {loss:F4}");
-            }
-            progress.Clear();
-            var mean = sum / b;
-            epochLosses.Add(mean);
-            w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {epoch}/{s.Epochs}: mean batch loss {mean:F6} ({b} steps)"));
+                    var left = TimeSpan.FromTicks(e.Elapsed.Ticks * (s.Epochs - e.Epoch));
+                    w.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"epoch {e.Epoch}/{s.Epochs}: mean batch loss {e.MeanBatchLoss:F6} ({e.Steps} steps, {e.Elapsed.TotalSeconds:F1} s{(e.Epoch < s.Epochs ? $", ETA {Duration(left)}" : "")})"));
+                    return false;
+                },
+            });
         }
+        catch (TrainingDivergedException e)
+        {
+            bar?.Clear();
+            throw new TrainingDivergedException(e.Message + " Nothing was written; lower --lr.", e.Epoch, e.Batch, e.Loss);
+        }
+        var epochLosses = result.Epochs.Select(e => e.MeanBatchLoss).ToList();
+        var stepLosses = result.StepLosses;
 
         var checkpoint = Path.Combine(outDir, TrainedModelFolder.CheckpointFolderName);
         var model = Path.Combine(outDir, TrainedModelFolder.ModelFileName);
-        TrainedModelFolder.Save(session, outDir, new Dictionary<string, string> { [ArtifactsCommand.ArtifactsProperty] = artifactsDir });
+        TrainedModelFolder.Save(engine, outDir, new Dictionary<string, string> { [ArtifactsCommand.ArtifactsProperty] = artifactsDir });
         var replayPath = Path.Combine(outDir, TrainedModelFolder.ReplaySetFileName);
         if (TextDataFile.IsTextData(dataPath) && s.ReplayPerClass > 0)
         {
@@ -125,9 +123,17 @@ internal static class TrainCommand
         }
         else if (File.Exists(replayPath))
             File.Delete(replayPath); // a stale set from an earlier run would not match this model's data
-        var perStep = clock.Elapsed.TotalMilliseconds / Math.Max(1, stepLosses.Count);
-        w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{stepLosses.Count} steps in {clock.Elapsed.TotalSeconds:F2} s ({perStep:F2} ms/step); wrote {model} and {checkpoint}"));
+        var perStep = result.Elapsed.TotalMilliseconds / Math.Max(1, stepLosses.Count);
+        w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{stepLosses.Count} steps in {result.Elapsed.TotalSeconds:F2} s ({perStep:F2} ms/step); wrote {model} and {checkpoint}"));
         w.WriteLine($"serve it as the hosted base: AddOnDeviceFineTuning(o => {{ o.ArtifactsPath = \"{artifactsDir}\"; o.TrainedModelPath = \"{outDir}\"; ... }})");
-        return new TrainResult(epochLosses, stepLosses, session.Step, clock.Elapsed, model, checkpoint);
+        return new TrainResult(epochLosses, stepLosses, engine.Step, result.Elapsed, model, checkpoint);
+    }
+
+    private static string Duration(TimeSpan t) => t.TotalHours >= 1 ? t.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture) : t.ToString(@"m\:ss", CultureInfo.InvariantCulture);
+
+    /// <summary>Reports on the calling thread (<see cref="Progress{T}"/> would post to the thread pool).</summary>
+    private sealed class InlineProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
     }
 }

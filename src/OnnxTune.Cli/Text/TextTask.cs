@@ -66,7 +66,7 @@ internal sealed class TextTask
         {
             var e = examples[i];
             if (e.Label is null)
-                throw new OnnxTuneException($"{dataPath}:{e.Line}: the example has no label.");
+                throw new OnnxTuneException($"{dataPath}:{e.Line}: the example has no label; training needs a 'label' field (JSON Lines) or a 'label' column in the CSV header (see docs/file-formats.md).");
             if (labels is not null)
             {
                 if (!labels.TryGetIndex(e.Label, out classes[i]))

@@ -26,6 +26,8 @@ public sealed class RoundCompletedEventArgs(string modelName, long round, RoundO
     public GateDecision? Decision { get; } = decision;
     /// <summary>Gets the failure (only for <see cref="RoundOutcome.Failed"/>).</summary>
     public Exception? Error { get; } = error;
+    /// <summary>Gets the round's record and step counts, per-epoch losses and timings (partial when it failed early).</summary>
+    public RoundStatistics Statistics { get; init; } = new();
 }
 
 /// <summary>Data of <see cref="FineTuningEvents.CandidateRejected"/>.</summary>

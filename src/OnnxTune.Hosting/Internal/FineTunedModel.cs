@@ -62,6 +62,9 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
 
     public string Name { get; }
     public ModelHealth Health { get; } = new();
+
+    /// <summary>Runs a round on request (set by the background service when a training engine is registered).</summary>
+    public Func<CancellationToken, Task<RoundCompletedEventArgs?>>? RoundRunner { get; set; }
     public OnDeviceFineTuningOptions Options { get; }
     public ArtifactManifest Manifest { get; }
     public FeedbackSchema Schema { get; }

@@ -7,6 +7,10 @@ internal sealed class FineTuningAdmin(FineTunedModel model) : IFineTuningAdmin
 {
     private IFeedbackMaintenance? Maintenance => model.Store as IFeedbackMaintenance;
 
+    public Task<RoundCompletedEventArgs?> RunRoundAsync(CancellationToken cancellationToken = default) =>
+        model.RoundRunner is { } run ? run(cancellationToken)
+        : throw new InvalidOperationException($"Model '{model.Name}' runs no rounds: no fine-tuning engine is registered (serving only), or the host has not started.");
+
     public async Task<UserDeletionResult> DeleteUserAsync(string userId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(userId);

@@ -20,6 +20,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
     internal const string WatermarkKey = "trained_through_sequence";
     internal const string RoundKey = "last_round";
     private const string RoundsFolder = "rounds";
+    private const string PrefixCacheFolder = "prefix-cache";
     private const string PromotionGateName = "promotion";
 
     private readonly FineTunedModel _model;
@@ -29,6 +30,8 @@ internal sealed class FineTuningBackgroundService : BackgroundService
     private readonly GateEvaluation _evaluation;
     private readonly ILogger _logger;
     private long _lastRoundAt;
+    private readonly SemaphoreSlim _roundLock = new(1, 1);
+    private volatile RoundCompletedEventArgs? _lastCompleted;
 
     public FineTuningBackgroundService(FineTunedModel model, IFineTuningRound? engine, IModelEvaluator evaluator, IEnumerable<IValidationGate> appGates)
     {
@@ -40,6 +43,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             new PerClassGate(o.Gate.PerClassTolerance, o.Gate.PerClassMinSupport), .. appGates];
         _evaluation = new GateEvaluation(model, evaluator);
         _logger = model.Logger;
+        if (engine is not null) model.RoundRunner = RunRequestedRoundAsync;
     }
 
     internal TimeProvider TimeProvider => _model.TimeProvider;
@@ -169,7 +173,28 @@ internal sealed class FineTuningBackgroundService : BackgroundService
     }
 
     /// <summary>Runs one round now; returns its outcome (null when there was nothing new or it was cancelled).</summary>
+    /// <summary>A round requested through <see cref="IFineTuningAdmin.RunRoundAsync"/>: waits for a running round, then runs one whatever the trigger thresholds.</summary>
+    internal async Task<RoundCompletedEventArgs?> RunRequestedRoundAsync(CancellationToken ct)
+    {
+        var outcome = await RunRoundAsync(ct).ConfigureAwait(false);
+        return outcome is null ? null : _lastCompleted;
+    }
+
+    /// <summary>Runs one round now; returns its outcome (null when there was nothing new or it was cancelled). Rounds never overlap.</summary>
     internal async Task<RoundOutcome?> RunRoundAsync(CancellationToken ct)
+    {
+        await _roundLock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            return await RunRoundUnderLockAsync(ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _roundLock.Release();
+        }
+    }
+
+    private async Task<RoundOutcome?> RunRoundUnderLockAsync(CancellationToken ct)
     {
         if (_engine is null) throw new InvalidOperationException($"Model '{_model.Name}': no fine-tuning engine is registered.");
         var o = _model.Options;
@@ -179,6 +204,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         long round = 0;
         string? work = null;
         GateDecision? decision = null;
+        var stats = new RoundStatistics();
         var failed = new List<(FeedbackRecord Record, Exception Error)>();
         try
         {
@@ -215,12 +241,16 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 HeadParameters = [.. o.HeadParameters],
                 WarmupFraction = o.WarmupFraction,
                 DistillationWeight = o.DistillationWeight,
+                PrefixCacheDirectory = o.UsePrefixCache ? Path.Combine(o.ModelStorePath, PrefixCacheFolder) : null,
                 RecordFailed = (r, e) => { lock (failed) failed.Add((r, e)); },
             }, ct).ConfigureAwait(false);
             var quarantined = await QuarantineFailedAsync(failed).ConfigureAwait(false);
             _model.Metrics.TrainLoss(_model.Name, result.TrainLoss);
 
+            stats = result.Statistics with { NewRecords = fresh.Count, ReplayRecords = replay.Count, QuarantinedRecords = quarantined.Count };
+            var gateStarted = Stopwatch.GetTimestamp();
             decision = await GateAsync(round, serving?.Version?.Version, servingModel, result, upTo, ct).ConfigureAwait(false);
+            stats = stats with { GateTime = Stopwatch.GetElapsedTime(gateStarted) };
             ct.ThrowIfCancellationRequested();
 
             // From here on the round commits: finish it even if shutdown starts, so no partial state is left.
@@ -230,7 +260,9 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             {
                 // Replay-set records (sequence 0) live in a file, not the store: no deletion can touch them.
                 var trained = fresh.Concat(replay).Where(r => r.Sequence > 0 && !quarantined.Contains(r.Sequence)).DistinctBy(r => r.Sequence).ToList();
+                var promoteStarted = Stopwatch.GetTimestamp();
                 discarded = await PromoteAsync(round, result, decision, serving?.Version?.Version, trained, upTo).ConfigureAwait(false);
+                stats = stats with { PromotionTime = Stopwatch.GetElapsedTime(promoteStarted) };
                 if (discarded is null) outcome = RoundOutcome.Promoted;
                 else
                 {
@@ -260,7 +292,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             _model.Metrics.RoundRecords(_model.Name, "deferred", selection.Deferred.Count);
             }
             await PurgeAsync().ConfigureAwait(false);
-            Complete(round, outcome, start, decision, null, result.TrainLoss);
+            Complete(round, outcome, start, decision, null, result.TrainLoss, stats);
             return outcome;
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -274,7 +306,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             // Records the engine reported as unusable leave the training set even when the round failed, so the next one can pass.
             await QuarantineFailedQuietlyAsync(failed).ConfigureAwait(false);
             Log.RoundFailed(_logger, _model.Name, round, e);
-            Complete(round, RoundOutcome.Failed, start, decision, e, null);
+            Complete(round, RoundOutcome.Failed, start, decision, e, null, stats);
             return RoundOutcome.Failed;
         }
         finally
@@ -476,7 +508,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         if (candidate is { } c) _model.Metrics.GateMetric(_model.Name, metric, "candidate", c);
     }
 
-    private void Complete(long round, RoundOutcome outcome, long start, GateDecision? decision, Exception? error, double? trainLoss)
+    private void Complete(long round, RoundOutcome outcome, long start, GateDecision? decision, Exception? error, double? trainLoss, RoundStatistics statistics)
     {
         var elapsed = Stopwatch.GetElapsedTime(start);
         _model.Metrics.Round(_model.Name, outcome, elapsed);
@@ -490,8 +522,9 @@ internal sealed class FineTuningBackgroundService : BackgroundService
             _ => $"promoted to version {_model.Sessions.Current?.Version?.Version}",
         };
         _model.LastRound = new LastRoundStatus(round, outcome, TimeProvider.GetUtcNow(), summary);
-        _model.Events.OnRoundCompleted(new RoundCompletedEventArgs(_model.Name, round, outcome, elapsed, decision, error),
-            OnHandlerError(nameof(FineTuningEvents.RoundCompleted)));
+        var completed = new RoundCompletedEventArgs(_model.Name, round, outcome, elapsed, decision, error) { Statistics = statistics };
+        _lastCompleted = completed;
+        _model.Events.OnRoundCompleted(completed, OnHandlerError(nameof(FineTuningEvents.RoundCompleted)));
     }
 
     private Action<Exception> OnHandlerError(string name) => e => Log.EventHandlerFailed(_logger, _model.Name, name, e);

@@ -50,6 +50,9 @@ internal sealed record FineTuningRoundInput(
     /// <summary>Share of the round's steps with a linear learning-rate warm-up.</summary>
     public double WarmupFraction { get; init; }
 
+    /// <summary>Folder for frozen-prefix artifacts and cached activations kept across rounds (null: no cache).</summary>
+    public string? PrefixCacheDirectory { get; init; }
+
     /// <summary>Factor of the distillation term on replayed records (teacher: the serving model); 0 turns it off.</summary>
     public double DistillationWeight { get; init; }
     /// <summary>
@@ -64,7 +67,11 @@ internal sealed record FineTuningRoundInput(
 /// <param name="CandidateCheckpointPath">The candidate's checkpoint folder.</param>
 /// <param name="TrainLoss">Mean training loss of the last epoch.</param>
 /// <param name="Steps">Optimizer steps taken.</param>
-internal sealed record FineTuningRoundResult(string CandidateModelPath, string CandidateCheckpointPath, double TrainLoss, long Steps);
+internal sealed record FineTuningRoundResult(string CandidateModelPath, string CandidateCheckpointPath, double TrainLoss, long Steps)
+{
+    /// <summary>Counts and timings of the engine's part of the round (the gate and promotion are added by the caller).</summary>
+    public RoundStatistics Statistics { get; init; } = new();
+}
 
 /// <summary>Turns a feedback record into model input tensors (text models plug in a tokenizer-backed encoder).</summary>
 internal interface IFeedbackEncoder

@@ -18,6 +18,16 @@ public interface ITextClassifier
     /// <exception cref="ModelNotServingException">No model could be loaded.</exception>
     /// <exception cref="OnnxTuneException">The model's output is not one row of class scores.</exception>
     TextPrediction Predict(string text);
+
+    /// <summary>
+    /// Classifies many texts: texts of similar length share a batch of up to <paramref name="batchSize"/> rows (padded
+    /// and masked), each batch one run of the serving model. Results are in input order; a swap between batches can
+    /// give later results a newer <see cref="TextPrediction.Version"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="batchSize"/> is below 1.</exception>
+    /// <exception cref="ModelNotServingException">No model could be loaded.</exception>
+    /// <exception cref="OnnxTuneException">The model's output is not one row of class scores per text.</exception>
+    IReadOnlyList<TextPrediction> PredictBatch(IReadOnlyList<string> texts, int batchSize = 32);
 }
 
 /// <summary>A text classification result.</summary>

@@ -10,25 +10,56 @@ internal sealed class TextClassifier(TextModelContext model, IModelHandle handle
     public TextPrediction Predict(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var inputs = model.Encode(text, bucket: 0);
-        var result = handle.Predict(inputs);
+        var result = handle.Predict(model.Encode(text, bucket: 0));
+        var scores = Scores(result, rows: 1);
+        return ToPrediction(scores.FloatData!, 0, scores.Shape[1], result.Version);
+    }
+
+    public IReadOnlyList<TextPrediction> PredictBatch(IReadOnlyList<string> texts, int batchSize = 32)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        var tokens = new int[texts.Count][];
+        for (var i = 0; i < texts.Count; i++)
+            tokens[i] = model.Encoder.Encode(texts[i] ?? throw new ArgumentNullException(nameof(texts), $"texts[{i}] is null."));
+        // Shortest first, so each batch pads little; results go back to input order.
+        var order = Enumerable.Range(0, texts.Count).OrderBy(i => tokens[i].Length).ToArray();
+        var predictions = new TextPrediction[texts.Count];
+        foreach (var chunk in order.Chunk(batchSize))
+        {
+            var result = handle.Predict(model.EncodeBatch(Array.ConvertAll(chunk, i => tokens[i])));
+            var scores = Scores(result, chunk.Length);
+            var classes = (int)scores.Shape[1];
+            for (var r = 0; r < chunk.Length; r++)
+                predictions[chunk[r]] = ToPrediction(scores.FloatData!, r, classes, result.Version);
+        }
+        return predictions;
+    }
+
+    private TensorData Scores(ModelOutput result, int rows)
+    {
         if (!result.Outputs.TryGetValue(model.OutputName, out var scores))
             throw new OnnxTuneException(
                 $"Model '{ModelName}' has no float output '{model.OutputName}' (outputs: {string.Join(", ", result.Outputs.Keys)}).");
-        if (scores.FloatData is not { } logits || scores.Shape.Count != 2 || scores.Shape[0] != 1)
+        if (scores.FloatData is null || scores.Shape.Count != 2 || scores.Shape[0] != rows)
             throw new OnnxTuneException(
-                $"Model '{ModelName}': output '{model.OutputName}' is {scores.ElementType} [{string.Join(",", scores.Shape)}] for one text; expected float [1, classes].");
-        if (labels is not null && labels.Count != logits.Length)
+                $"Model '{ModelName}': output '{model.OutputName}' is {scores.ElementType} [{string.Join(",", scores.Shape)}] for {rows} text(s); expected float [{rows}, classes].");
+        if (labels is not null && labels.Count != scores.Shape[1])
             throw new OnnxTuneException(
-                $"Model '{ModelName}': output '{model.OutputName}' has {logits.Length} class scores, but the label list has {labels.Count} labels.");
-        var probabilities = Softmax(logits);
+                $"Model '{ModelName}': output '{model.OutputName}' has {scores.Shape[1]} class scores, but the label list has {labels.Count} labels.");
+        return scores;
+    }
+
+    private TextPrediction ToPrediction(float[] all, int row, long classes, int? version)
+    {
+        var probabilities = Softmax(all.AsSpan((int)(row * classes), (int)classes));
         var best = 0;
         for (var i = 1; i < probabilities.Length; i++)
             if (probabilities[i] > probabilities[best]) best = i;
-        return new TextPrediction(best, labels?[best], probabilities, result.Version);
+        return new TextPrediction(best, labels?[best], probabilities, version);
     }
 
-    private static float[] Softmax(float[] logits)
+    private static float[] Softmax(ReadOnlySpan<float> logits)
     {
         var max = float.NegativeInfinity;
         foreach (var v in logits) max = Math.Max(max, v);

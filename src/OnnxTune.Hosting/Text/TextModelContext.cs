@@ -113,4 +113,36 @@ internal sealed class TextModelContext
         }
         return result;
     }
+
+    /// <summary>
+    /// Stacks already tokenized texts into one batch (<c>[rows, longest]</c>), padded with <c>[PAD]</c> and mask 0, so
+    /// a masked model gives every row the scores it gives the text alone.
+    /// </summary>
+    public Dictionary<string, TensorData> EncodeBatch(IReadOnlyList<int[]> rows)
+    {
+        var width = 0;
+        foreach (var r in rows) width = Math.Max(width, r.Length);
+        var result = new Dictionary<string, TensorData>(Inputs.Count, StringComparer.Ordinal);
+        foreach (var name in Inputs)
+        {
+            var data = new long[rows.Count * width];
+            for (var row = 0; row < rows.Count; row++)
+            {
+                var ids = rows[row];
+                var span = data.AsSpan(row * width, width);
+                switch (name)
+                {
+                    case BertInputNames.InputIds:
+                        for (var i = 0; i < ids.Length; i++) span[i] = ids[i];
+                        span[ids.Length..].Fill(Encoder.PaddingTokenId);
+                        break;
+                    case BertInputNames.AttentionMask:
+                        span[..ids.Length].Fill(1);
+                        break;
+                }
+            }
+            result[name] = TensorData.Int64(data, rows.Count, width);
+        }
+        return result;
+    }
 }

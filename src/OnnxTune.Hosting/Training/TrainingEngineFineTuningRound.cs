@@ -5,7 +5,11 @@ using OnnxTune.Hosting.Internal;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Onnx.Tensors;
 using OnnxTune.Training;
+using OnnxTune.Training.Caching;
 using OnnxTune.Training.Checkpoints;
+using OnnxTune.Training.Loops;
+using OnnxTune.Training.SafeTensors;
+using OnnxTune.Training.Schedules;
 
 namespace OnnxTune.Hosting.Training;
 
@@ -43,15 +47,21 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
         if (input.BatchSize < 1) throw new OnnxTuneException($"Model '{input.ModelName}': BatchSize is {input.BatchSize}; it must be at least 1.");
         if (input.Epochs < 1) throw new OnnxTuneException($"Model '{input.ModelName}': EpochsPerRound is {input.Epochs}; it must be at least 1.");
 
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var examples = Encode(input, out var skipped);
+        var encodeTime = clock.Elapsed;
         var distill = input.DistillationWeight > 0 && manifest.Loss.DistillationTargetName is not null && input.ReplaySample.Count > 0;
         if (distill) TeacherScores.Fill(examples, input.ServingModelPath, manifest.Loss.OutputName, input.ThreadBudget, input.DistillationWeight, ct);
+        var teacherTime = clock.Elapsed - encodeTime;
         if (examples.Count == 0)
             throw new OnnxTuneException($"Model '{input.ModelName}': round {input.Round} has no record to train on ({skipped} records have weight 0).");
         var batchSize = Math.Min(input.BatchSize, MaxBatch(manifest));
 
         var checkpoint = CheckpointStore.Exists(input.ServingCheckpointPath) ? input.ServingCheckpointPath : null;
-        using var session = TrainingEngine.Open(input.ArtifactsPath, new TrainingEngineOptions
+        string? declined = null;
+        var prefix = input.PrefixCacheDirectory is { } cacheRoot ? PrefixCachedArtifacts.Prepare(input.ArtifactsPath, manifest, cacheRoot, out declined) : null;
+        if (declined is not null) LogNoPrefixCache(logger, input.ModelName, declined);
+        using var session = TrainingEngine.Open(prefix?.ArtifactsDirectory ?? input.ArtifactsPath, new TrainingEngineOptions
         {
             IntraOpThreads = input.ThreadBudget,
             InterOpThreads = 1,
@@ -66,43 +76,48 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
         LogRoundTraining(logger, input.ModelName, input.Round, examples.Count, skipped, input.Epochs, batchSize, input.LearningRate,
             checkpoint ?? input.ServingModelPath, input.ThreadBudget);
 
-        var rng = new Random(unchecked((int)input.Round));
-        var order = Enumerable.Range(0, examples.Count).ToArray();
         var buffers = new BatchBuffers(manifest.Loss.SampleWeightName is not null, distill);
-        var totalSteps = (long)input.Epochs * examples.GroupBy(e => e.Signature, StringComparer.Ordinal).Sum(g => (g.Count() + batchSize - 1) / batchSize);
-        var warmupSteps = (long)Math.Ceiling(totalSteps * input.WarmupFraction);
-        long roundStep = 0;
-        double lastEpochLoss = double.NaN;
-        for (var epoch = 1; epoch <= input.Epochs; epoch++)
+        using var cache = prefix?.OpenCache(input.ThreadBudget);
+        Func<int[], TrainingBatch> createBatch = members => buffers.Build(examples, members);
+        CacheBuildResult? build = null;
+        var cacheStarted = clock.Elapsed;
+        if (cache is not null)
         {
-            ct.ThrowIfCancellationRequested();
-            rng.Shuffle(order);
-            // Records of equal shape are stacked; each shape group is cut into batches, and batch order is shuffled.
-            var batches = order.GroupBy(i => examples[i].Signature, StringComparer.Ordinal)
-                .SelectMany(g => g.Chunk(batchSize))
-                .ToArray();
-            rng.Shuffle(batches);
-            double lossSum = 0;
-            long count = 0;
-            foreach (var members in batches)
-            {
-                ct.ThrowIfCancellationRequested();
-                var loss = session.TrainStep(buffers.Build(examples, members));
-                if (!float.IsFinite(loss))
-                    throw new OnnxTuneException(
-                        $"Model '{input.ModelName}': round {input.Round} training loss became {loss} at epoch {epoch}, step {session.Step - startStep + 1} (learning rate {input.LearningRate}).");
-                // Linear warm-up from the serving weights: the first updates of a round are the ones that disturb most.
-                session.LearningRate = roundStep < warmupSteps ? input.LearningRate * (roundStep + 1) / (warmupSteps + 1) : input.LearningRate;
-                session.OptimizerStep();
-                roundStep++;
-                lossSum += (double)loss * members.Length;
-                count += members.Length;
-            }
-            lastEpochLoss = lossSum / count;
-            LogEpoch(logger, input.ModelName, input.Round, epoch, lastEpochLoss, session.Step - startStep);
+            // The frozen layers run once per record not seen in earlier rounds; the file keeps only this round's records.
+            var cached = examples.Select(e => e.ToCacheExample()).ToList();
+            var dropped = cache.RetainOnly(cached.Select(c => c.Id));
+            build = cache.Build(cached);
+            LogPrefixCache(logger, input.ModelName, input.Round, build.Computed, build.Reused, dropped, build.Elapsed.TotalSeconds);
+            createBatch = members => buffers.Build(examples, members, cache.CreateBatch(Array.ConvertAll(members, i => cached[i])));
         }
+        // Records of equal shape are stacked; each shape group is cut into batches, and batch order is shuffled.
+        var batches = IndexedBatches.GroupedShuffled(examples.Select(e => e.Signature).ToList(), batchSize,
+            unchecked((int)input.Round), createBatch);
+        var totalSteps = (long)input.Epochs * batches.BatchesPerEpoch;
+        var cacheTime = clock.Elapsed - cacheStarted;
+        TrainingLoopResult trained;
+        try
+        {
+            trained = TrainingLoop.Run(session, batches, new TrainingLoopOptions
+            {
+                Epochs = input.Epochs,
+                Schedule = new RoundWarmup(input.LearningRate, (long)Math.Ceiling(totalSteps * input.WarmupFraction)),
+                StopAfterEpoch = e =>
+                {
+                    LogEpoch(logger, input.ModelName, input.Round, e.Epoch, e.MeanLoss, session.Step - startStep);
+                    return false;
+                },
+            }, ct);
+        }
+        catch (TrainingDivergedException e)
+        {
+            throw new OnnxTuneException(
+                $"Model '{input.ModelName}': round {input.Round} training loss became {e.Loss} at epoch {e.Epoch}, step {session.Step - startStep + 1} (learning rate {input.LearningRate}).", e);
+        }
+        var lastEpochLoss = trained.LastEpochLoss;
 
         ct.ThrowIfCancellationRequested();
+        var exportStarted = clock.Elapsed;
         var checkpointDir = Path.Combine(input.WorkingDirectory, CandidateCheckpointFolderName);
         var modelPath = Path.Combine(input.WorkingDirectory, CandidateModelFileName);
         session.SaveCheckpoint(checkpointDir, new Dictionary<string, string>
@@ -111,8 +126,23 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
             ["round"] = input.Round.ToString(CultureInfo.InvariantCulture),
             ["records"] = examples.Count.ToString(CultureInfo.InvariantCulture),
         });
-        session.ExportInferenceModel(modelPath);
-        return new FineTuningRoundResult(modelPath, checkpointDir, lastEpochLoss, session.Step - startStep);
+        if (prefix is null) session.ExportInferenceModel(modelPath);
+        else session.ExportInferenceModel(modelPath, Path.Combine(input.ArtifactsPath, manifest.Files.InferenceModel));
+        return new FineTuningRoundResult(modelPath, checkpointDir, lastEpochLoss, session.Step - startStep)
+        {
+            Statistics = new RoundStatistics
+            {
+                Steps = session.Step - startStep,
+                EpochLosses = [.. trained.Epochs.Select(e => e.MeanLoss)],
+                PrefixCacheComputed = build?.Computed ?? 0,
+                PrefixCacheReused = build?.Reused ?? 0,
+                EncodeTime = encodeTime,
+                TeacherTime = teacherTime,
+                PrefixCacheTime = cacheTime,
+                TrainTime = trained.Elapsed,
+                ExportTime = clock.Elapsed - exportStarted,
+            },
+        };
     }
 
     private List<Example> Encode(FineTuningRoundInput input, out int skipped)
@@ -152,7 +182,7 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
                 skipped++;
                 continue;
             }
-            examples.Add(new Example(tensors, record.LabelIndex, signature.ToString(), record.Weight) { Replayed = replayIds.Contains(record.Id) });
+            examples.Add(new Example(tensors, record.LabelIndex, signature.ToString(), record.Weight) { Id = record.Id, Replayed = replayIds.Contains(record.Id) });
         }
         return examples;
     }
@@ -195,8 +225,30 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
         }
     }
 
+    /// <summary>
+    /// Linear warm-up from the serving weights over a round's first updates (the ones that disturb most), never at
+    /// zero: update k (0-based) of the warm-up uses rate·(k+1)/(warmup+1).
+    /// </summary>
+    private sealed class RoundWarmup(double learningRate, long warmupSteps) : ILearningRateSchedule
+    {
+        public LearningRateScheduleState State { get; } = new("round-warmup", learningRate, warmupSteps);
+
+        public double LearningRateAt(long completedSteps) =>
+            completedSteps < warmupSteps ? learningRate * (completedSteps + 1) / (warmupSteps + 1) : learningRate;
+    }
+
     internal sealed record Example(IReadOnlyDictionary<string, TensorData> Tensors, long Label, string Signature, float Weight)
     {
+        /// <summary>The feedback record's id (keys the activation cache).</summary>
+        public string Id { get; init; } = "";
+
+        /// <summary>The example as the activation cache takes it: one row, so the leading dim of 1 is dropped.</summary>
+        public TrainingExample ToCacheExample() => new(Id,
+            Tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Value.ElementType == TensorDataType.Float
+                ? SafeTensor.FromFloats(kv.Key, kv.Value.FloatData, [.. kv.Value.Shape.Skip(1)])
+                : SafeTensor.FromInt64s(kv.Key, kv.Value.Int64Data, [.. kv.Value.Shape.Skip(1)])).ToList(),
+            SafeTensor.FromInt64s("labels", [Label]));
+
         /// <summary>Whether the record came from the replay sample (distilled toward the serving model).</summary>
         public bool Replayed { get; init; }
 
@@ -210,6 +262,7 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
     /// <summary>Stacks records into reused buffers (the session wraps them without copying).</summary>
     private sealed class BatchBuffers(bool weighted, bool distill)
     {
+        private static readonly IReadOnlyDictionary<string, TensorData> EmptyTensors = new Dictionary<string, TensorData>();
         private float[] _teacher = [];
         private float[] _factors = [];
         private readonly Dictionary<string, float[]> _floats = new(StringComparer.Ordinal);
@@ -217,12 +270,13 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
         private long[] _labels = [];
         private float[] _weights = [];
 
-        public TrainingBatch Build(List<Example> examples, int[] members)
+        /// <summary>Stacks the members' tensors and labels, or takes <paramref name="prefilled"/> (cached activations and labels), then adds weights and teacher scores.</summary>
+        public TrainingBatch Build(List<Example> examples, int[] members, TrainingBatch? prefilled = null)
         {
             var n = members.Length;
             var first = examples[members[0]].Tensors;
-            var batch = new TrainingBatch();
-            foreach (var (name, t) in first)
+            var batch = prefilled ?? new TrainingBatch();
+            foreach (var (name, t) in prefilled is null ? first : EmptyTensors)
             {
                 var per = t.Length;
                 var shape = new long[t.Shape.Count];
@@ -241,9 +295,12 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
                     batch.Add(name, buffer.AsMemory(0, n * per), shape);
                 }
             }
-            if (_labels.Length < n) _labels = new long[n];
-            for (var i = 0; i < n; i++) _labels[i] = examples[members[i]].Label;
-            batch.WithLabels(_labels.AsMemory(0, n), n);
+            if (prefilled is null)
+            {
+                if (_labels.Length < n) _labels = new long[n];
+                for (var i = 0; i < n; i++) _labels[i] = examples[members[i]].Label;
+                batch.WithLabels(_labels.AsMemory(0, n), n);
+            }
             if (weighted)
             {
                 if (_weights.Length < n) _weights = new float[n];
@@ -277,6 +334,12 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
     [LoggerMessage(4060, LogLevel.Information,
         "Model '{Model}': round {Round} trains on {Records} records ({Skipped} with weight 0 skipped), {Epochs} epochs, batch {BatchSize}, learning rate {LearningRate}, from {Start}, {Threads} threads.")]
     private static partial void LogRoundTraining(ILogger logger, string model, long round, int records, int skipped, int epochs, int batchSize, double learningRate, string start, int threads);
+
+    [LoggerMessage(4062, LogLevel.Information, "Model '{Model}': round {Round} frozen-prefix cache: {Computed} records run through the frozen layers, {Reused} reused, {Dropped} dropped, {Seconds:F2} s.")]
+    private static partial void LogPrefixCache(ILogger logger, string model, long round, int computed, int reused, int dropped, double seconds);
+
+    [LoggerMessage(4063, LogLevel.Debug, "Model '{Model}': rounds train without the frozen-prefix cache: {Reason}.")]
+    private static partial void LogNoPrefixCache(ILogger logger, string model, string reason);
 
     [LoggerMessage(4061, LogLevel.Debug, "Model '{Model}': round {Round} epoch {Epoch} mean loss {Loss:F5} after {Steps} steps.")]
     private static partial void LogEpoch(ILogger logger, string model, long round, int epoch, double loss, long steps);

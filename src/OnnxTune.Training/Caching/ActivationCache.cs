@@ -184,6 +184,22 @@ public sealed class ActivationCache : IDisposable
         return ExampleBatches.Stack(cached);
     }
 
+    /// <summary>
+    /// Forgets every cached example whose id is not in <paramref name="ids"/>, so a cache kept across rounds holds
+    /// only what is still trained on (the file is rewritten at the next <see cref="Build"/> or <see cref="Save"/>).
+    /// Returns how many were dropped.
+    /// </summary>
+    public int RetainOnly(IEnumerable<string> ids)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(ids);
+        var keep = ids.ToHashSet(StringComparer.Ordinal);
+        var drop = _entries.Keys.Where(k => !keep.Contains(k)).ToList();
+        foreach (var id in drop) _entries.Remove(id);
+        if (drop.Count > 0) _dirty = true;
+        return drop.Count;
+    }
+
     /// <summary>Forgets every cached example (the file is left alone until the next <see cref="Build"/> or <see cref="Save"/>).</summary>
     public void Clear()
     {

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using OnnxTune.Training.Loops;
 
 namespace OnnxTune.Training.Caching;
 
@@ -50,28 +50,14 @@ public sealed class CachedTrainer
     /// Caches whatever examples of <paramref name="batches"/> are missing, then runs one train step per batch in the
     /// given order and an optimizer update every <see cref="GradientAccumulationSteps"/> steps and at the end.
     /// </summary>
-    public CachedEpochResult TrainEpoch(IReadOnlyList<IReadOnlyList<TrainingExample>> batches)
+    public CachedEpochResult TrainEpoch(IReadOnlyList<IReadOnlyList<TrainingExample>> batches, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(batches);
         var build = _cache.Build(batches.SelectMany(b => b));
-        var watch = Stopwatch.StartNew();
-        var losses = new List<float>(batches.Count);
-        var updates = 0;
-        foreach (var batch in batches)
-        {
-            losses.Add(_session.TrainStep(_cache.CreateBatch(batch)));
-            if (_session.AccumulatedSteps >= GradientAccumulationSteps)
-            {
-                _session.OptimizerStep();
-                updates++;
-            }
-        }
-        if (_session.AccumulatedSteps > 0)
-        {
-            _session.OptimizerStep();
-            updates++;
-        }
-        return new CachedEpochResult(losses, updates, batches.Sum(b => b.Count), build, watch.Elapsed);
+        var examples = batches.Sum(b => b.Count);
+        var run = TrainingLoop.Run(_session, TrainingBatches.FromEpochs(examples, batches.Count, _ => batches.Select(_cache.CreateBatch)),
+            new TrainingLoopOptions { GradientAccumulationSteps = GradientAccumulationSteps, RecordStepLosses = true }, cancellationToken);
+        return new CachedEpochResult(run.StepLosses, (int)run.Updates, examples, build, run.Elapsed);
     }
 
     /// <summary>Forward + loss on cached examples (cached first when missing).</summary>

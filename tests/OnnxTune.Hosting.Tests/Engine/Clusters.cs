@@ -17,7 +17,7 @@ internal static class Clusters
     public const string Output = "logits";
 
     /// <summary>Writes the artifacts; <paramref name="weightedAndDistilled"/> adds the sample-weight and distillation inputs text heads have.</summary>
-    public static string WriteArtifacts(string dir, int seed = 3, bool weightedAndDistilled = false)
+    public static string WriteArtifacts(string dir, int seed = 3, bool weightedAndDistilled = false, IReadOnlyList<string>? frozen = null)
     {
         var model = new MlpModelBuilder(Features) { InputName = Input, OutputName = Output }.Layer(16).Layer(Classes).Build(seed);
         var artifacts = ArtifactBuilder.Build(model, new ArtifactOptions
@@ -26,6 +26,7 @@ internal static class Clusters
                 ? new LossSpec { Kind = LossKind.CrossEntropy, OutputName = Output, SampleWeightName = "sample_weights", DistillationTargetName = "teacher_logits", DistillationWeightName = "distillation_weights" }
                 : new LossSpec { Kind = LossKind.CrossEntropy, OutputName = Output },
             Optimizer = new OptimizerSpec { Kind = OptimizerKind.AdamW },
+            Selection = new ParameterSelection { Frozen = frozen ?? [] },
         });
         ArtifactBuilder.Save(artifacts, dir);
         return dir;

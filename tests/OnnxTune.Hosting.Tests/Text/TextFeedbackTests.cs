@@ -89,6 +89,27 @@ public sealed class TextFeedbackTests(TextModelFixture model, ITestOutputHelper 
     }
 
     [Fact]
+    public async Task Batch_predictions_match_one_at_a_time_in_input_order()
+    {
+        await using var h = await StartAsync();
+        var classifier = h.Host.Services.GetRequiredKeyedService<ITextClassifier>(h.Name);
+        // Mixed lengths, so batches pad; a batch size that leaves a partial last batch.
+        var texts = model.Test.Select(e => e.Text).Concat(["a", "set an alarm for seven thirty tomorrow morning please and thank you"]).ToArray();
+        var single = texts.Select(t => classifier.Predict(t)).ToArray();
+        var batched = classifier.PredictBatch(texts, batchSize: 5);
+        Assert.Equal(texts.Length, batched.Count);
+        for (var i = 0; i < texts.Length; i++)
+        {
+            Assert.Equal(single[i].ClassIndex, batched[i].ClassIndex);
+            Assert.Equal(single[i].Label, batched[i].Label);
+            for (var c = 0; c < single[i].Probabilities.Count; c++)
+                Assert.Equal(single[i].Probabilities[c], batched[i].Probabilities[c], 1e-5f);
+        }
+        Assert.Empty(classifier.PredictBatch([]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => classifier.PredictBatch(texts, 0));
+    }
+
+    [Fact]
     public void Bucket_padding_leaves_the_logits_unchanged()
     {
         var text = TextModelContext.TryCreate("m", model.Manifest, model.ArtifactsPath)!;
