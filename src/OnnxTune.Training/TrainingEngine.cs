@@ -3,9 +3,11 @@ using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Autodiff.Lora;
 using OnnxTune.Autodiff.Optimizers;
 using OnnxTune.Onnx.Graph;
 using OnnxTune.Onnx.ModelIO;
+using OnnxTune.Training.Adapters;
 using OnnxTune.Training.Checkpoints;
 using OnnxTune.Training.Graphs;
 using OnnxTune.Training.Optimizers;
@@ -445,7 +447,8 @@ public sealed class TrainingEngine : IDisposable
 
     /// <summary>
     /// Writes <c>inference_model.onnx</c> with the trained values under the same initializer names, atomically, to
-    /// <paramref name="path"/>; it loads in a plain <see cref="InferenceSession"/>.
+    /// <paramref name="path"/>; it loads in a plain <see cref="InferenceSession"/>. With LoRA artifacts the model keeps
+    /// its adapter branches (see <see cref="ExportMergedModel"/> for the plain model).
     /// </summary>
     public void ExportInferenceModel(string path) => ExportInferenceModel(path, Path.Combine(_directory, Manifest.Files.InferenceModel));
 
@@ -460,7 +463,51 @@ public sealed class TrainingEngine : IDisposable
         ThrowIfDisposed();
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentException.ThrowIfNullOrEmpty(modelPath);
-        var source = modelPath;
+        OnnxModelWriter.Save(TrainedInferenceModel(modelPath), path);
+    }
+
+    /// <summary>
+    /// Writes the inference model with every LoRA adapter folded into its weight (<c>W + scale·(B·A)</c> in W's own
+    /// layout) and no adapter tensors or branches left: the source graph with trained weights, which any runtime
+    /// serves. Without adapters it equals <see cref="ExportInferenceModel(string)"/>.
+    /// </summary>
+    public void ExportMergedModel(string path)
+    {
+        ThrowIfDisposed();
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var model = TrainedInferenceModel(Path.Combine(_directory, Manifest.Files.InferenceModel));
+        OnnxModelWriter.Save(Manifest.Lora is { } lora ? LoraGraph.Merge(model, lora) : model, path);
+    }
+
+    /// <summary>
+    /// Writes what training changed as an ONNX Runtime adapter file (<c>.onnx_adapter</c>: every trainable parameter
+    /// and non-trainable state tensor, trained values) to <paramref name="adapterPath"/>, and the adapter-ready base
+    /// model to <paramref name="basePath"/>: those tensors are graph inputs whose initializers are their defaults
+    /// (LoRA tensors zero, the others their values before training), so the base alone is the untuned model and
+    /// <c>RunOptions.AddActiveLoraAdapter</c> with the adapter gives the trained one. Both files are written atomically.
+    /// </summary>
+    /// <param name="adapterPath">The adapter file.</param>
+    /// <param name="basePath">The adapter-ready base model (one per artifacts folder; every adapter trained from it fits it).</param>
+    /// <param name="adapterVersion">Recorded in the adapter file.</param>
+    /// <param name="modelVersion">Recorded in the adapter file (the base model's version).</param>
+    public void ExportAdapter(string adapterPath, string basePath, int adapterVersion = 1, int modelVersion = 1)
+    {
+        ThrowIfDisposed();
+        ArgumentException.ThrowIfNullOrEmpty(adapterPath);
+        ArgumentException.ThrowIfNullOrEmpty(basePath);
+        var parameters = new List<AdapterParameter>();
+        foreach (var slot in _store.Slots)
+            parameters.Add(new AdapterParameter(slot.Name, slot.Shape, slot.Type == TensorElementType.Double, TensorStore.ReadBytes(slot.Values[_paramParity])));
+        foreach (var s in _stateBuffers)
+            parameters.Add(new AdapterParameter(s.Name, s.Shape, s.Type == TensorElementType.Double, TensorStore.ReadBytes(s.Values[_stateParity])));
+        var source = OnnxModelReader.Load(Path.Combine(_directory, Manifest.Files.InferenceModel));
+        var adapterBase = LoraGraph.ToAdapterBase(source, Manifest.Lora, parameters.Select(p => p.Name));
+        OnnxModelWriter.Save(adapterBase, basePath);
+        OnnxAdapterFile.Write(adapterPath, parameters, adapterVersion, modelVersion);
+    }
+
+    private global::Onnx.ModelProto TrainedInferenceModel(string source)
+    {
         var model = OnnxModelReader.Load(source);
         var initializers = model.Graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
         foreach (var slot in _store.Slots)
@@ -487,7 +534,7 @@ public sealed class TrainingEngine : IDisposable
             t.DataType = (int)(s.Type == TensorElementType.Double ? DataType.Double : DataType.Float);
             t.RawData = ByteString.CopyFrom(TensorStore.ReadBytes(s.Values[_stateParity]));
         }
-        OnnxModelWriter.Save(model, path);
+        return model;
     }
 
     /// <summary>Releases the sessions, bindings and every tensor.</summary>

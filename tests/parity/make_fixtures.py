@@ -180,21 +180,27 @@ class TinyAttention(nn.Module):
                 ln.weight.add_(torch.randn(dim) * 0.1)
                 ln.bias.add_(torch.randn(dim) * 0.1)
 
+    lora = None  # LoRA cases: fn(name, input, output) -> output with the adapter branch added
+
+    def _mm(self, h, name):
+        y = torch.matmul(h, getattr(self, name))
+        return y if self.lora is None else self.lora(name, h, y)
+
     def forward(self, x):
         b = x.shape[0]  # exported as Shape -> Gather: an integer path the gradient walker must prune
         s = x.shape[1]
         h = self.ln1(x)
-        q = (torch.matmul(h, self.wq) + self.bq).reshape(b, s, self.heads, self.hd).transpose(1, 2)
-        k = torch.matmul(h, self.wk).reshape(b, s, self.heads, self.hd).transpose(1, 2)
-        v = (torch.matmul(h, self.wv) + self.bv).reshape(b, s, self.heads, self.hd).transpose(1, 2)
+        q = (self._mm(h, "wq") + self.bq).reshape(b, s, self.heads, self.hd).transpose(1, 2)
+        k = self._mm(h, "wk").reshape(b, s, self.heads, self.hd).transpose(1, 2)
+        v = (self._mm(h, "wv") + self.bv).reshape(b, s, self.heads, self.hd).transpose(1, 2)
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.hd)
         att = torch.softmax(scores, dim=-1)
         a = torch.matmul(att, v).transpose(1, 2).reshape(b, s, self.dim)
-        x2 = x + torch.matmul(a, self.wo) + self.bo
+        x2 = x + self._mm(a, "wo") + self.bo
         h2 = self.ln2(x2)
-        f = torch.matmul(h2, self.w1) + self.b1
+        f = self._mm(h2, "w1") + self.b1
         f = F.gelu(f) if self.gelu else torch.relu(f)
-        x3 = x2 + torch.matmul(f, self.w2) + self.b2
+        x3 = x2 + self._mm(f, "w2") + self.b2
         return self.head(x3.mean(dim=1))
 
 
@@ -600,6 +606,239 @@ def build_case(case):
     return info
 
 
+# --------------------------------------------------------------------------------------------------- LoRA cases
+# LoRA exactly as PEFT computes it: y = base(x) + (alpha / r) * lora_B(lora_A(dropout(x))), lora_A [r, in] and
+# lora_B [out, r], B zeros, the base weight frozen. lora_A starts from OnnxTune's deterministic draw of PEFT's
+# kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)) (src/OnnxTune.Autodiff/Lora/LoraInitializer.cs),
+# reproduced here bit for bit, so `onnxtune artifacts --lora` starts where this reference starts.
+_M64 = (1 << 64) - 1
+
+
+def lora_initial_a(seed, name, rank, in_features):
+    import hashlib
+    state = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode("utf-8")).digest()[:8], "little")
+    bound = 1.0 / math.sqrt(in_features)
+    out = np.empty(rank * in_features, dtype=np.float32)
+    for i in range(out.size):
+        state = (state + 0x9E3779B97F4A7C15) & _M64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        z ^= z >> 31
+        u = (z >> 11) * (1.0 / (1 << 53))
+        out[i] = np.float32((2 * u - 1) * bound)
+    return out.reshape(rank, in_features)
+
+
+class LoraModel(nn.Module):
+    """A frozen base module plus PEFT LoRA tensors on some of its weights. Parameter names: base.<onnx name> and
+    lora.<key>; ONNX_NAMES maps them to the ONNX initializer names (<W>.lora_A / <W>.lora_B)."""
+
+    def __init__(self, base, targets, rank, alpha, seed):
+        super().__init__()
+        self.base = base
+        self.scale = alpha / rank
+        self.lora = nn.ParameterDict()
+        self.onnx_names = {}
+        self.layout = {}
+        for w in targets:
+            weight = dict(base.named_parameters())[w]
+            # nn.Linear weights are [out, in]; the attention block's matmul weights are [in, out].
+            out_in = w.endswith(".weight") and isinstance(base.get_submodule(w.rsplit(".", 1)[0]), nn.Linear)
+            fan_in, fan_out = (weight.shape[1], weight.shape[0]) if out_in else (weight.shape[0], weight.shape[1])
+            key = w.replace(".", "_")
+            self.lora[key + "_A"] = nn.Parameter(torch.from_numpy(lora_initial_a(seed, w + ".lora_A", rank, fan_in)))
+            self.lora[key + "_B"] = nn.Parameter(torch.zeros(fan_out, rank))
+            self.onnx_names["lora." + key + "_A"] = w + ".lora_A"
+            self.onnx_names["lora." + key + "_B"] = w + ".lora_B"
+            self.layout[w] = out_in
+        for name, module in base.named_modules():
+            if isinstance(module, nn.Linear) and name + ".weight" in targets:
+                module.register_forward_hook(self._linear_hook(name + ".weight"))
+        if hasattr(base, "_mm"):
+            base.lora = lambda name, h, y: self._branch(name, h, y) if name in targets else y
+        for name, _ in base.named_parameters():
+            self.onnx_names["base." + name] = name
+
+    def _branch(self, w, x, y):
+        key = w.replace(".", "_")
+        return y + self.scale * F.linear(F.linear(x, self.lora[key + "_A"]), self.lora[key + "_B"])
+
+    def _linear_hook(self, w):
+        return lambda module, inputs, output: self._branch(w, inputs[0], output)
+
+    def forward(self, x):
+        return self.base(x)
+
+    def merged(self):
+        """The base weights with scale * (B @ A) folded in, in each weight's own layout."""
+        out = OrderedDict()
+        params = dict(self.base.named_parameters())
+        for w, out_in in self.layout.items():
+            key = w.replace(".", "_")
+            delta = self.scale * (self.lora[key + "_B"] @ self.lora[key + "_A"])
+            out[w] = (params[w] + (delta if out_in else delta.t())).detach().cpu().numpy().copy()
+        return out
+
+
+LORA_CASES = [
+    dict(name="l1_mlp_lora_adamw",
+         description="MLP 8->16 ReLU ->4 (Gemm transB=1, nn.Linear layout [out, in]) with LoRA rank 4, alpha 8 on "
+                     "fc1.weight and fc2.weight, fc2.bias trainable, the rest frozen; cross-entropy, AdamW lr 1e-2",
+         model="mlp", sizes=[8, 16, 4], acts=["relu"], label="class", loss="cross-entropy",
+         optimizer="adamw", hp=dict(lr=1e-2), lora=["fc1.weight", "fc2.weight"], rank=4, alpha=8.0,
+         trainable=["fc2.bias"], data_seed_of="a_mlp_ce_sgd_momentum", model_seed_of="a_mlp_ce_sgd_momentum"),
+    dict(name="l2_attention_lora_sgd",
+         description="case f2's attention block (MatMul weights stored [in, out]) with LoRA at the defaults (rank 8, "
+                     "alpha 16) on the query and value projections wq, wv, and the Linear head trainable "
+                     "(--trainable 'head.*'); cross-entropy, SGD lr 0.05 momentum 0.9",
+         model="attention", gelu=False, label="class", loss="cross-entropy",
+         optimizer="sgd", hp=dict(lr=0.05, momentum=0.9), lora=["wq", "wv"], rank=None, alpha=None,
+         trainable=["head.*"], data_seed_of="f_attention_gelu_ce_adamw", model_seed_of="f_attention_gelu_ce_adamw"),
+]
+
+
+def build_lora_case(case):
+    name = case["name"]
+    out_dir = os.path.join(PARITY_DIR, name)
+    os.makedirs(out_dir, exist_ok=True)
+    data_seed = SEEDS[case["data_seed_of"]]
+    model_seed = SEEDS[case["model_seed_of"]]
+    rank = case["rank"] or 8
+    alpha = case["alpha"] or 2.0 * rank
+    seed = 0
+    if case["model"] == "attention":
+        x, y = make_data(data_seed, (5, 8), case["label"], 4)
+    else:
+        x, y = make_data(data_seed, (case["sizes"][0],), case["label"], case["sizes"][-1])
+
+    def make_base():
+        torch.manual_seed(model_seed)
+        if case["model"] == "mlp":
+            return MLP(case["sizes"], [ACTS[a]() for a in case["acts"]])
+        return TinyAttention(gelu=case["gelu"])
+
+    # The ONNX model is the plain base (OnnxTune adds the adapters); it must be torch's base exactly.
+    base = make_base().eval()
+    proto = export_torch(base, [torch.from_numpy(x[:3])], ["x"], ["logits"], os.path.join(out_dir, "model.onnx"))
+    inits = initializer_map(proto)
+    params = OrderedDict((k, v.detach().numpy().copy()) for k, v in base.named_parameters())
+    for k, v in params.items():
+        assert k in inits and np.array_equal(inits[k], v), f"{name}: initializer {k} differs"
+    assert not [k for k, v in inits.items() if v.dtype.kind == "f" and k not in params]
+
+    def make_module():
+        return LoraModel(make_base(), case["lora"], rank, alpha, seed)
+
+    module = make_module().eval()
+    with torch.no_grad():  # B = 0: the adapted model starts as the base model
+        assert torch.equal(module(torch.from_numpy(x)), base(torch.from_numpy(x)))
+    initial = OrderedDict((module.onnx_names[k], v.detach().numpy().copy())
+                          for k, v in module.named_parameters() if k.startswith("lora."))
+    trainable_base = [k for k in params if glob_match(k, case["trainable"])]
+    frozen = {k for k in module.onnx_names if k.startswith("base.") and module.onnx_names[k] not in trainable_base}
+
+    opt = case["optimizer"]
+    hp = dict(SGD_DEFAULTS if opt == "sgd" else ADAMW_DEFAULTS)
+    hp.update(case["hp"])
+    feeds = OrderedDict([("x", x)])
+    m32, m64 = make_module(), make_module()
+    w32, state32, log = train(m32, feeds, y, case["loss"], opt, hp, frozen, None, EPOCHS, BATCH, torch.float32)
+    w64, _, _ = train(m64, feeds, y, case["loss"], opt, hp, frozen, None, EPOCHS, BATCH, torch.float64)
+    rename = lambda d: OrderedDict((module.onnx_names[k.split(".exp_avg")[0].split(".momentum_buffer")[0]]
+                                    + k[len(k.split(".exp_avg")[0].split(".momentum_buffer")[0]):], v)
+                                   for k, v in d.items())
+    w32, state32, w64 = rename(w32), rename(state32), rename(w64)
+    merged32 = m32.merged()
+    fp_abs, fp_rel, fp_plain = compare(w64, w32)
+    assert fp_rel < RTOL / 10, f"{name}: float32 vs float64 reference differ by {fp_rel}"
+    for k in params:
+        if k not in trainable_base:
+            assert np.array_equal(w32[k], params[k]), f"{name}: frozen {k} moved"
+    moved = {k: float(np.max(np.abs(w32[k] - (initial[k] if k in initial else params[k]))))
+             for k in list(initial) + trainable_base}
+    assert min(moved.values()) > 1e-4, f"{name}: a trainable tensor barely moved: {moved}"
+
+    meta = {"producer": "tests/parity/make_fixtures.py", "case": name}
+    write_safetensors(os.path.join(out_dir, "data.safetensors"), OrderedDict([("x", x), ("labels", y)]), meta)
+    write_safetensors(os.path.join(out_dir, "initial_adapters.safetensors"), initial,
+                      dict(meta, what="lora_A/lora_B before training (OnnxTune's deterministic init, seed 0)"))
+    write_safetensors(os.path.join(out_dir, "expected.safetensors"), w32,
+                      dict(meta, what="every base parameter and adapter tensor after training, ONNX names"))
+    write_safetensors(os.path.join(out_dir, "expected_merged.safetensors"), merged32,
+                      dict(meta, what="adapted weights with scale * (B @ A) folded in, each in its own layout"))
+    write_safetensors(os.path.join(out_dir, "expected_optimizer_state.safetensors"), state32,
+                      dict(meta, what="optimizer state after training, <p><suffix>"))
+
+    art = ["onnxtune", "artifacts", "model.onnx", "--out", "artifacts"]
+    for g in case["lora"]:
+        art += ["--lora", g]
+    if case["rank"] is not None:
+        art += ["--lora-rank", str(rank)]
+    if case["alpha"] is not None:
+        art += ["--lora-alpha", repr(alpha)]
+    for g in case["trainable"]:
+        art += ["--trainable", g]
+    art += ["--loss", case["loss"], "--optimizer", opt, "--lr", repr(hp["lr"])]
+    if opt == "sgd" and hp["momentum"] != 0.0:
+        art += ["--momentum", repr(hp["momentum"])]
+    tr = ["onnxtune", "train", "artifacts", "--data", "data.safetensors", "--out", "trained",
+          "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--no-shuffle"]
+    ex = ["onnxtune", "export", "trained", "--merged", "merged.onnx", "--adapter", "trained.onnx_adapter",
+          "--adapter-base", "adapter_base.onnx"]
+    hp_out = {"lr": hp["lr"], "weight_decay": hp["weight_decay"]}
+    if opt == "sgd":
+        hp_out.update(momentum=hp["momentum"], dampening=hp["dampening"], nesterov=hp["nesterov"])
+    else:
+        hp_out.update(betas=hp["betas"], eps=hp["eps"], amsgrad=False)
+    hp_out["max_grad_norm"] = None
+    info = OrderedDict()
+    info["case"] = name
+    info["description"] = case["description"]
+    info["producer"] = {"name": proto.producer_name, "version": proto.producer_version,
+                        "exporter": "torch.onnx.export (eval mode), base model without adapters",
+                        "opset": proto.opset_import[0].version, "torch": torch.__version__, "onnx": onnx.__version__}
+    info["op_types"] = op_types(proto)
+    info["inputs"] = [{"name": "x", "dtype": "float32", "shape": ["batch"] + list(x.shape[1:])}]
+    info["loss_output"] = "logits"
+    info["lora"] = {"targets": case["lora"], "rank": rank, "alpha": alpha, "scale": alpha / rank, "dropout": 0.0,
+                    "seed": seed, "init": "lora_A: LoraInitializer (SplitMix64 over SHA-256(\"<seed>:<name>\")), "
+                                          "U(-1/sqrt(in), 1/sqrt(in)); lora_B: zeros",
+                    "layouts": {w: ("out_in" if module.layout[w] else "in_out") for w in case["lora"]}}
+    info["trainable_globs"] = case["trainable"]
+    info["trainable_base_parameters"] = trainable_base
+    info["adapter_tensors"] = list(initial)
+    info["frozen_globs"] = []
+    info["frozen_parameters"] = [k for k in params if k not in trainable_base]
+    info["loss"] = case["loss"]
+    info["optimizer"] = opt
+    info["hyperparameters"] = hp_out
+    info["epochs"] = EPOCHS
+    info["batch_size"] = BATCH
+    info["samples"] = N_SAMPLES
+    info["shuffle"] = False
+    info["steps"] = log["steps"]
+    info["epoch_mean_loss"] = log["epoch_mean_loss"]
+    info["step_losses"] = log["step_losses"]
+    info["commands"] = {"cwd": "this case folder", "artifacts": art, "train": tr, "export": ex,
+                        "artifacts_line": " ".join(_quote(a) for a in art),
+                        "train_line": " ".join(_quote(a) for a in tr),
+                        "export_line": " ".join(_quote(a) for a in ex)}
+    info["expected"] = {
+        "weights": "expected.safetensors (lora_A/lora_B and base parameters), expected_merged.safetensors",
+        "initial_adapters": "initial_adapters.safetensors: what the artifacts' initial checkpoint must hold",
+        "optimizer_state": "expected_optimizer_state.safetensors",
+        "tolerance": {"rule": "|got - expected| <= rtol * max(|expected|, floor)", "rtol": RTOL, "floor": FLOOR},
+        "float64_reference_vs_expected": {"max_abs_diff": fp_abs, "max_rel_diff_with_floor": fp_rel,
+                                          "max_plain_rel_diff": fp_plain},
+        "max_abs_change": moved,
+    }
+    with open(os.path.join(out_dir, "case.json"), "w") as f:
+        json.dump(info, f, indent=2)
+        f.write("\n")
+    return info
+
+
 def _quote(a):
     return "'" + a + "'" if any(c in a for c in "*?[ ") else a
 
@@ -823,12 +1062,17 @@ def main(argv):
         if os.path.isdir(d):
             shutil.rmtree(d)
     infos = [build_case(c) for c in CASES]
+    lora_infos = [build_lora_case(c) for c in LORA_CASES]
     manifest = build_check_models()
     for info in infos:
         fp = info["expected"]["float64_reference_vs_expected"]["max_rel_diff_with_floor"]
         fpp = info["expected"]["float64_reference_vs_expected"]["max_plain_rel_diff"]
         print(f"{info['case']:30s} loss {info['epoch_mean_loss'][0]:.4f}->{info['epoch_mean_loss'][-1]:.4f}  "
               f"clipped={info['clipped_steps']:2d}  fp32-vs-fp64 rel={fp:.2e} plain={fpp:.1e}  ops={','.join(info['op_types'])}")
+    for info in lora_infos:
+        fp = info["expected"]["float64_reference_vs_expected"]["max_rel_diff_with_floor"]
+        print(f"{info['case']:30s} loss {info['epoch_mean_loss'][0]:.4f}->{info['epoch_mean_loss'][-1]:.4f}  "
+              f"fp32-vs-fp64 rel={fp:.2e}  lora={','.join(info['lora']['targets'])} r={info['lora']['rank']}")
     for m in manifest[:-1]:
         print(f"check/{m['file']:30s} ops={','.join(m['op_types'])}")
     total = 0

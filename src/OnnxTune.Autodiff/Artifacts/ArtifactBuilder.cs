@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using Onnx;
 using OnnxTune.Autodiff.Gradients;
+using OnnxTune.Autodiff.Lora;
 using OnnxTune.Onnx.ModelIO;
 
 namespace OnnxTune.Autodiff.Artifacts;
@@ -25,6 +26,13 @@ public sealed record ArtifactOptions
 
     /// <summary>BatchNormalization training behaviour (default: layers with trainable scale or bias use batch statistics).</summary>
     public BatchNormTraining BatchNorm { get; init; } = new();
+
+    /// <summary>
+    /// LoRA adapters on MatMul/Gemm weights (null: none). With adapters the base model is frozen except what
+    /// <see cref="Selection"/> names explicitly (<see cref="ParameterSelection.Trainable"/> globs or
+    /// <see cref="ParameterSelection.TrainableNames"/>); the adapters always train.
+    /// </summary>
+    public LoraOptions? Lora { get; init; }
 }
 
 /// <summary>The generated graphs and manifest, before or after they are written.</summary>
@@ -60,7 +68,31 @@ public static class ArtifactBuilder
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(optimizerGraph);
         var opset = TrainingGraphBuilder.CheckModel(model);
-        var graphs = TrainingGraphBuilder.Build(model, options.Selection, options.Loss, gradientAccumulation: true, options.Registry, options.BatchNorm);
+        sourceSha256 ??= Convert.ToHexStringLower(SHA256.HashData(OnnxModelWriter.ToBytes(model)));
+        var selection = options.Selection;
+        var source = model;
+        var inference = model;
+        LoraManifest? lora = null;
+        if (options.Lora is { } loraOptions)
+        {
+            var adapted = LoraGraph.Augment(model, loraOptions, training: true);
+            lora = adapted.Manifest;
+            source = adapted.Model;
+            inference = loraOptions.Dropout > 0 ? LoraGraph.Augment(model, loraOptions, training: false).Model : adapted.Model;
+            var adapterNames = lora.TensorNames.ToList();
+            selection = selection with { TrainableNames = [.. selection.TrainableNames, .. adapterNames] };
+            var (resolved, _) = selection.Resolve(source);
+            var both = lora.Weights.Select(w => w.Weight).FirstOrDefault(resolved.Contains);
+            if (both is not null)
+                throw new LoraException($"'{both}' is both a LoRA target and selected as trainable; LoRA keeps the weight it adapts frozen (drop it from --trainable or from --lora).");
+        }
+        var graphs = TrainingGraphBuilder.Build(source, selection, options.Loss, gradientAccumulation: true, options.Registry, options.BatchNorm);
+        var eval = graphs.Eval;
+        if (lora is not null && lora.Dropout > 0)
+        {
+            eval = eval.Clone();
+            LoraGraph.SetDropoutTraining(eval, training: false);
+        }
         var optimizer = optimizerGraph(graphs.Trainable, options.Optimizer, opset);
 
         var lossOutput = string.IsNullOrEmpty(options.Loss.OutputName) ? model.Graph.Output[0].Name : options.Loss.OutputName;
@@ -85,10 +117,11 @@ public static class ArtifactBuilder
             Loss = loss,
             Optimizer = options.Optimizer,
             Opset = Math.Max(opset, MaxOpset(graphs.Training)),
-            SourceModelSha256 = sourceSha256 ?? Convert.ToHexStringLower(SHA256.HashData(OnnxModelWriter.ToBytes(model))),
+            SourceModelSha256 = sourceSha256,
             Properties = options.Properties,
+            Lora = lora,
         };
-        return new TrainingArtifacts(manifest, graphs.Training, graphs.Eval, optimizer, model);
+        return new TrainingArtifacts(manifest, graphs.Training, eval, optimizer, inference);
     }
 
     /// <summary>Writes the artifacts into <paramref name="directory"/> (each file atomically, manifest last).</summary>

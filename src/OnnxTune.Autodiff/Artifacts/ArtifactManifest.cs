@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using OnnxTune.Autodiff.Lora;
 using OnnxTune.Onnx.ModelIO;
 
 namespace OnnxTune.Autodiff.Artifacts;
@@ -50,6 +51,12 @@ public sealed record ArtifactManifest
 
     /// <summary>Free-form extra data (task head, label map file, tokenizer settings...).</summary>
     public IReadOnlyDictionary<string, string> Properties { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>
+    /// LoRA adapters (null: none): the adapted weights, their <c>lora_A</c>/<c>lora_B</c> tensors (trainable
+    /// parameters) and the branches in the graphs, so export can fold them into the weights or split them off.
+    /// </summary>
+    public LoraManifest? Lora { get; init; }
 
     /// <summary>JSON options used for the manifest and checkpoint metadata.</summary>
     public static JsonSerializerOptions JsonOptions { get; } = new()
@@ -117,6 +124,25 @@ public sealed record ArtifactManifest
         if (Properties is null) throw Bad("properties", "is null; expected an object of strings");
         foreach (var kv in Properties)
             if (kv.Value is null) throw Bad($"properties.{kv.Key}", "is null; expected a string");
+        if (Lora is not null)
+        {
+            if (Lora.Rank < 1) throw Bad("lora.rank", $"is {Lora.Rank}; expected 1 or more");
+            if (!double.IsFinite(Lora.Scale)) throw Bad("lora.scale", "is not finite");
+            if (Lora.Weights is null) throw Bad("lora.weights", "is null; expected an array of adapted weights");
+            var trainable = TrainableParameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+            for (var i = 0; i < Lora.Weights.Count; i++)
+            {
+                var w = Lora.Weights[i];
+                if (w is null || string.IsNullOrEmpty(w.Weight) || string.IsNullOrEmpty(w.A) || string.IsNullOrEmpty(w.B))
+                    throw Bad($"lora.weights[{i}]", "lacks weight, a or b; expected tensor names");
+                if (!trainable.Contains(w.A) || !trainable.Contains(w.B))
+                    throw Bad($"lora.weights[{i}]", $"names '{w.A}'/'{w.B}', which are not trainable parameters");
+                if (w.In < 1 || w.Out < 1 || !double.IsFinite(w.MergeFactor))
+                    throw Bad($"lora.weights[{i}]", "has a non-positive in/out or a non-finite merge_factor");
+                if (w.Branches is null || w.Branches.Any(b => b is null || string.IsNullOrEmpty(b.Output) || string.IsNullOrEmpty(b.BaseOutput) || b.Nodes is null))
+                    throw Bad($"lora.weights[{i}].branches", "is null or has an entry without output, base_output or nodes");
+            }
+        }
     }
 
     private static void CheckFileName(string path, string field, string? value)

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Onnx;
 using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Autodiff.Lora;
 using OnnxTune.Autodiff.Optimizers;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Text.Heads;
@@ -59,13 +60,18 @@ internal static class ArtifactsCommand
         var vocab = new Option<string>("--vocab") { Description = "WordPiece vocab.txt for text data (default: vocab.txt next to the model); copied into the artifacts.", HelpName = "file" };
         var cased = new Option<bool>("--cased") { Description = "Do not lower-case text (cased vocabularies)." };
         var seed = new Option<int?>("--seed") { Description = "Seed of the head's initial weights (default 0).", HelpName = "n" };
+        var lora = new Option<string[]>("--lora") { Description = "Glob of MatMul/Gemm weights to adapt with LoRA (PEFT: W.lora_A [r, in], W.lora_B [out, r]; W frozen); repeatable. The base model is then frozen except what --trainable names.", HelpName = "glob" };
+        var loraRank = new Option<int?>("--lora-rank") { Description = "LoRA rank r (default 8).", HelpName = "r" };
+        var loraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha; the branch is scaled by alpha / r (default 2r).", HelpName = "a" };
+        var loraDropout = new Option<double?>("--lora-dropout") { Description = "Dropout on the adapter input, training graph only (default 0).", HelpName = "p" };
+        var loraSeed = new Option<int?>("--lora-seed") { Description = "Seed of the lora_A initialisation (default 0).", HelpName = "n" };
 
         var command = new Command("artifacts", "Build training artifacts (training/eval/optimizer graphs, manifest, initial checkpoint) from an inference model.")
         {
             model, output,
         };
         shared.AddTo(command);
-        foreach (var o in new Option[] { optimizer, lr, wd, momentum, beta1, beta2, eps, clip, head, labels, classes, pooling, dropout, layers, maxLength, vocab, cased, seed }) command.Add(o);
+        foreach (var o in new Option[] { optimizer, lr, wd, momentum, beta1, beta2, eps, clip, head, labels, classes, pooling, dropout, layers, maxLength, vocab, cased, seed, lora, loraRank, loraAlpha, loraDropout, loraSeed }) command.Add(o);
         command.SetAction(r => OnnxTuneCli.Guard(context, () =>
         {
             var kind = r.GetValue(optimizer) == "sgd" ? OptimizerKind.Sgd : OptimizerKind.AdamW;
@@ -87,11 +93,26 @@ internal static class ArtifactsCommand
             var headSettings = new HeadSettings(r.GetValue(head), r.GetValue(labels), r.GetValue(classes), r.GetValue(pooling), r.GetValue(dropout),
                 r.GetValue(layers), r.GetValue(maxLength), r.GetValue(vocab), r.GetValue(cased), r.GetValue(seed));
             var explicitLoss = r.GetValue(shared.Loss) is not null;
+            var loraGlobs = r.GetValue(lora) ?? [];
+            LoraOptions? loraOptions = null;
+            if (loraGlobs.Length > 0)
+                loraOptions = new LoraOptions
+                {
+                    Targets = loraGlobs,
+                    Rank = r.GetValue(loraRank) ?? LoraOptions.DefaultRank,
+                    Alpha = r.GetValue(loraAlpha),
+                    Dropout = r.GetValue(loraDropout) ?? 0,
+                    Seed = r.GetValue(loraSeed) ?? 0,
+                };
+            else
+                foreach (var o in new Option[] { loraRank, loraAlpha, loraDropout, loraSeed })
+                    if (r.GetResult(o) is not null) throw new CliArgumentException($"{o.Name} needs --lora <glob>.");
             var options = new ArtifactOptions
             {
                 Selection = shared.Selection(r),
                 Loss = shared.LossSpec(r, LossKind.CrossEntropy)!,
                 Optimizer = spec,
+                Lora = loraOptions,
             };
             return Run(context, r.GetValue(model)!, r.GetValue(output)!, options, headSettings, explicitLoss);
         }));
@@ -164,6 +185,22 @@ internal static class ArtifactsCommand
                 throw new CliArgumentException("--trainable-layers needs a BERT-style encoder (parameters named like encoder.layer.<i>.*); this model has none.");
             layerMap = null;
         }
+        else if (options.Lora is { } lora)
+        {
+            // LoRA: the adapters train; of the base model only what --trainable-layers / --trainable name.
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            if (head.TrainableLayers is { } layers) names.UnionWith(layerMap.HeadAndTopLayers(layers));
+            foreach (var g in options.Selection.Trainable) names.UnionWith(layerMap.Match(g, "--trainable"));
+            foreach (var g in options.Selection.Frozen) names.ExceptWith(layerMap.Match(g, "--frozen"));
+            var targets = lora.Targets.SelectMany(g => layerMap.Match(g, "--lora")).Concat(lora.TargetNames).Distinct(StringComparer.Ordinal).ToList();
+            options = options with
+            {
+                Selection = new ParameterSelection { TrainableNames = layerMap.Assignments.Select(a => a.Parameter).Where(names.Contains).ToList() },
+                Lora = lora with { Targets = [], TargetNames = targets },
+            };
+            if (head.Head is null && head.TrainableLayers is { } k)
+                options = options with { Properties = new Dictionary<string, string>(options.Properties) { [TextModelSettings.TrainableLayersKey] = k.ToString(CultureInfo.InvariantCulture) } };
+        }
         else
         {
             var names = layerMap.Select(head.TrainableLayers, options.Selection.Trainable, options.Selection.Frozen);
@@ -190,6 +227,8 @@ internal static class ArtifactsCommand
             var blocks = layerMap.Assignments.Where(a => trainable.Contains(a.Parameter)).Select(a => a.Block ?? "?").Distinct().ToList();
             w.WriteLine($"  trainable blocks: {string.Join(", ", blocks)} (of {layerMap.LayerCount} encoder layers)");
         }
+        if (m.Lora is { } adapters)
+            w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  lora: {adapters.Weights.Count} weight(s), rank {adapters.Rank}, alpha {adapters.Alpha:G6} (scale {adapters.Scale:G6}), dropout {adapters.Dropout:G6}: {string.Join(", ", adapters.Weights.Take(6).Select(x => x.Weight))}{(adapters.Weights.Count > 6 ? ", ..." : "")}"));
         w.WriteLine($"  trainable parameters: {m.TrainableParameters.Count} ({Elements(m.TrainableParameters):N0} values)");
         w.WriteLine($"  frozen parameters:    {m.FrozenParameters.Count} ({Elements(m.FrozenParameters):N0} values)");
         w.WriteLine($"  loss: {SelectionAndLossOptions.LossName(m.Loss.Kind)} on '{m.Loss.OutputName}'{(m.Loss.LabelName is { } l ? $", labels '{l}' ({m.Loss.LabelElementType})" : "")}{(m.Loss.IgnoreIndex is { } ig ? $", ignore index {ig}" : "")}");

@@ -11,19 +11,47 @@ internal static class ExportCommand
     public static Command Create(CliContext context)
     {
         var source = new Argument<string>("artifacts-or-checkpoint-dir") { Description = "An artifacts folder, a checkpoint folder, or a 'train --out' folder." };
-        var output = new Option<string>("--out") { Description = "Path of the exported ONNX model.", Required = true, HelpName = "model.onnx" };
-        var command = new Command("export", "Write the inference model with trained weights (loads in a plain InferenceSession).") { source, output };
-        command.SetAction(r => OnnxTuneCli.Guard(context, () => Run(context, r.GetValue(source)!, r.GetValue(output)!)));
+        var output = new Option<string>("--out") { Description = "Path of the exported ONNX model (LoRA artifacts: with its adapter branches).", HelpName = "model.onnx" };
+        var merged = new Option<string>("--merged") { Description = "Path of the model with LoRA adapters folded into their weights (W + scale·B·A): a plain model of the source graph.", HelpName = "model.onnx" };
+        var adapter = new Option<string>("--adapter") { Description = "Path of an ONNX Runtime adapter file with the trained tensors (OrtLoraAdapter, RunOptions.AddActiveLoraAdapter); needs --adapter-base.", HelpName = "file.onnx_adapter" };
+        var adapterBase = new Option<string>("--adapter-base") { Description = "Path of the adapter-ready base model: trained tensors as inputs with untuned defaults (zero lora_B).", HelpName = "base.onnx" };
+        var command = new Command("export", "Write the inference model with trained weights (loads in a plain InferenceSession), merged LoRA weights, or an ONNX Runtime adapter and its base.")
+        {
+            source, output, merged, adapter, adapterBase,
+        };
+        command.SetAction(r => OnnxTuneCli.Guard(context, () => Run(context, r.GetValue(source)!, r.GetValue(output), r.GetValue(merged), r.GetValue(adapter), r.GetValue(adapterBase))));
         return command;
     }
 
-    public static int Run(CliContext context, string sourceDir, string outPath)
+    public static int Run(CliContext context, string sourceDir, string? outPath, string? mergedPath = null, string? adapterPath = null, string? adapterBasePath = null)
     {
+        if (outPath is null && mergedPath is null && adapterPath is null && adapterBasePath is null)
+            throw new CliArgumentException("Give what to export: --out <model.onnx>, --merged <model.onnx>, or --adapter <file.onnx_adapter> --adapter-base <base.onnx>.");
+        if ((adapterPath is null) != (adapterBasePath is null))
+            throw new CliArgumentException(adapterPath is null ? "--adapter-base needs --adapter <file.onnx_adapter>." : "--adapter needs --adapter-base <base.onnx>: the adapter fits only the base model it is exported with.");
         var (artifacts, checkpoint) = Resolve(context.FullPath(sourceDir));
-        var target = context.FullPath(outPath);
         using var session = TrainingEngine.Open(artifacts, new TrainingEngineOptions { CheckpointDirectory = checkpoint });
-        session.ExportInferenceModel(target);
-        context.Out.WriteLine($"exported {target} (artifacts {artifacts}, checkpoint {checkpoint ?? Path.Combine(artifacts, session.Manifest.Files.Checkpoint)}, step {session.Step})");
+        var from = $"artifacts {artifacts}, checkpoint {checkpoint ?? Path.Combine(artifacts, session.Manifest.Files.Checkpoint)}, step {session.Step}";
+        if (outPath is not null)
+        {
+            var target = context.FullPath(outPath);
+            session.ExportInferenceModel(target);
+            context.Out.WriteLine($"exported {target} ({from})");
+        }
+        if (mergedPath is not null)
+        {
+            var target = context.FullPath(mergedPath);
+            session.ExportMergedModel(target);
+            var lora = session.Manifest.Lora;
+            context.Out.WriteLine($"exported {target}, {(lora is null ? "no LoRA adapters to merge" : $"{lora.Weights.Count} LoRA adapter(s) merged")} ({from})");
+        }
+        if (adapterPath is not null)
+        {
+            var target = context.FullPath(adapterPath);
+            var baseTarget = context.FullPath(adapterBasePath!);
+            session.ExportAdapter(target, baseTarget);
+            context.Out.WriteLine($"exported adapter {target} ({new FileInfo(target).Length:N0} bytes, {session.ParameterNames.Count + session.NonTrainableStateNames.Count} tensors) and its base {baseTarget} ({from})");
+        }
         return 0;
     }
 

@@ -32,6 +32,12 @@ public static class TaskHeadArtifacts
         var dropouts = TaskHeadBuilder.SetDropoutTraining(training, training: true);
         var sha = Convert.ToHexStringLower(SHA256.HashData(OnnxModelWriter.ToBytes(inference)));
         var built = ArtifactBuilder.Build(training, options, optimizerGraph, sha);
+        if (options.Lora is not null)
+        {
+            // The builder's inference model is the training-mode one with the adapters: switch its head dropout off.
+            inference = built.Inference.Clone();
+            TaskHeadBuilder.SetDropoutTraining(inference, training: false);
+        }
         if (dropouts == 0) return built with { Inference = inference };
         var eval = built.Eval.Clone();
         TaskHeadBuilder.SetDropoutTraining(eval, training: false);
