@@ -77,7 +77,7 @@ public static class OrtArtifactImporter
         if (checkpoint.OptimizerGroups.Count > 1)
             throw new OrtImportException(OrtImportErrorKind.UnmappableOptimizer, checkpoint.OptimizerGroups[1].Name,
                 $"The checkpoint has {checkpoint.OptimizerGroups.Count} optimizer groups ({string.Join(", ", checkpoint.OptimizerGroups.Select(g => g.Name))}); ORT's training API writes one (group0), and the importer maps one.");
-        var group = checkpoint.OptimizerGroups.FirstOrDefault();
+        var group = checkpoint.OptimizerGroups.Count == 0 ? null : checkpoint.OptimizerGroups[0];
         var lr = group is null ? options.DefaultLearningRate : group.InitialLearningRate;
         var forward = OrtEvalModel.FromEvalModel(eval, checkpoint, Path.GetFileName(evalPath));
         var optimizer = OrtOptimizerSettings.Read(optimizerModel, Path.GetFileName(optimizerPath), lr);

@@ -1,4 +1,5 @@
 using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Migration.Checkpoints;
@@ -109,13 +110,35 @@ public sealed record OrtEvalModel(ModelProto Forward, LossSpec Loss, IReadOnlyLi
         var labelInput = graph.Input.First(i => i.Name == label);
         graph.Input.Remove(labelInput);
         graph.Output.Clear();
-        graph.Output.Add(new ValueInfoProto
-        {
-            Name = scores,
-            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)DataType.Float } },
-        });
+        graph.Output.Add(new ValueInfoProto { Name = scores, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)DataType.Float } } });
         graph.ValueInfo.Clear();
+        graph.Output[0] = InferOutput(model, scores, file);
         return new OrtEvalModel(model, loss, dataInputs, description);
+    }
+
+    // The eval model declares only the loss; ONNX Runtime's shape inference gives the scores' type and (symbolic) shape.
+    private static ValueInfoProto InferOutput(ModelProto model, string name, string file)
+    {
+        try
+        {
+            using var session = new InferenceSession(OnnxTune.Onnx.ModelIO.OnnxModelWriter.ToBytes(model));
+            var meta = session.OutputMetadata[name];
+            var shape = new TensorShapeProto();
+            for (var i = 0; i < meta.Dimensions.Length; i++)
+                shape.Dim.Add(meta.Dimensions[i] >= 0
+                    ? new TensorShapeProto.Types.Dimension { DimValue = meta.Dimensions[i] }
+                    : new TensorShapeProto.Types.Dimension { DimParam = string.IsNullOrEmpty(meta.SymbolicDimensions[i]) ? $"{name}_dim{i}" : meta.SymbolicDimensions[i] });
+            var type = meta.ElementDataType switch
+            {
+                Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Double => DataType.Double,
+                _ => DataType.Float,
+            };
+            return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } } };
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new OrtImportException(OrtImportErrorKind.UnsupportedModel, name, $"{file}: ONNX Runtime cannot load the forward model recovered from the eval model: {e.Message}", e);
+        }
     }
 
     private static bool IsTwo(GraphProto graph, string name)
