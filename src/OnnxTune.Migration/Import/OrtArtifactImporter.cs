@@ -129,7 +129,7 @@ public static class OrtArtifactImporter
         _ => null,
     };
 
-    private static OrtImportResult Write(Converted c, string ortDirectory, string outDirectory)
+    internal static OrtImportResult Write(Converted c, string ortDirectory, string outDirectory)
     {
         var artifacts = c.Artifacts with
         {
