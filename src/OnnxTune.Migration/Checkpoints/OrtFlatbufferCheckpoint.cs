@@ -98,7 +98,7 @@ internal static class OrtFlatbufferCheckpoint
         return new OrtTensor(name, dims, isDouble, data);
     }
 
-    /// <summary>Writes <paramref name="checkpoint"/> as ORT writes it (version <see cref="WrittenVersion"/>), atomically.</summary>
+    /// <summary>Serialises <paramref name="checkpoint"/> as ORT writes it (version <see cref="WrittenVersion"/>); <paramref name="nominal"/> leaves out the values.</summary>
     public static byte[] Write(OrtCheckpoint checkpoint, bool nominal = false)
     {
         var b = new FlatBufferBuilder(1024);
