@@ -61,7 +61,10 @@ public sealed record OrtEvalModel(ModelProto Forward, LossSpec Loss, IReadOnlyLi
         }
 
         var lossName = graph.Output[0].Name;
-        var producers = graph.Node.ToDictionary(n => n.Output.FirstOrDefault() ?? "", n => n, StringComparer.Ordinal);
+        var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+        foreach (var n in graph.Node)
+            foreach (var o in n.Output.Where(o => o.Length > 0))
+                producers[o] = n;
         NodeProto? Producer(string name) => producers.GetValueOrDefault(name);
         bool IsDataInput(string name) => dataInputs.Contains(name);
 
