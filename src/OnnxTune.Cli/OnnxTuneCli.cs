@@ -22,6 +22,7 @@ internal static class OnnxTuneCli
             InspectCommand.Create(context),
             EvalCommand.Create(context),
             MiniLmCommand.Create(context),
+            ImportOrtCommand.Create(context),
         };
         var config = new InvocationConfiguration { Output = context.Out, Error = context.Error };
         return root.Parse(args).Invoke(config);
