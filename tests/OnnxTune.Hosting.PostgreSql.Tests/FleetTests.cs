@@ -18,7 +18,7 @@ namespace OnnxTune.Hosting.PostgreSql.Tests;
 public sealed class FleetTests(PostgreSqlServer server, ITestOutputHelper output) : IDisposable
 {
     private const int LeaseMs = 3000;
-    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60); // a hang guard for shared CI machines
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(180); // a hang guard for shared CI machines (test projects run in parallel on 2 cores)
     private static readonly TimeSpan Propagation = TimeSpan.FromSeconds(5);
     private readonly TempDir _dir = new();
     private readonly List<FleetInstance> _instances = [];
