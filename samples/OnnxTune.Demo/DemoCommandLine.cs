@@ -16,6 +16,7 @@ internal sealed record DemoSettings
     public double? DistillationWeight { get; init; }
     public double? EncoderLearningRateScale { get; init; }
     public double? BaseReplayShare { get; init; }
+    public bool PrefixCache { get; init; } = true;
     public string? OutDir { get; init; }
 }
 
@@ -36,9 +37,10 @@ internal static class DemoCommandLine
         var distill = new Option<double?>("--distillation") { Description = "Override DistillationWeight (library default 1; 0 turns distillation off), for ablations." };
         var encoderScale = new Option<double?>("--encoder-lr-scale") { Description = "Override EncoderLearningRateScale (library default 0.1), for ablations." };
         var replayShare = new Option<double?>("--base-replay-share") { Description = "Override BaseReplayShare (library default 0.5; 0: no replay of the shipped data), for ablations." };
+        var noCache = new Option<bool>("--no-prefix-cache") { Description = "Train rounds through the whole encoder instead of on the frozen-prefix cache (UsePrefixCache = false), for comparison." };
         var root = new RootCommand("OnnxTune demo: MiniLM + head learning new intents from text feedback, on-device, without forgetting the known ones.")
         {
-            fast, rounds, wave, oldShare, perIntent, layers, noPoison, outDir, distill, encoderScale, replayShare,
+            fast, rounds, wave, oldShare, perIntent, layers, noPoison, outDir, distill, encoderScale, replayShare, noCache,
         };
         root.SetAction((r, _) => run(new DemoSettings
         {
@@ -52,6 +54,7 @@ internal static class DemoCommandLine
             DistillationWeight = r.GetValue(distill),
             EncoderLearningRateScale = r.GetValue(encoderScale),
             BaseReplayShare = r.GetValue(replayShare),
+            PrefixCache = !r.GetValue(noCache),
         }));
         return root.Parse(args).InvokeAsync();
     }

@@ -54,8 +54,24 @@ internal sealed class DemoReport(DemoSettings settings)
         var feedback = $"+{training}+{heldOut}h {wave.Domain}";
         var swap = promoted && _lastSwapMs is { } ms ? $"{ms,4:F0}ms" : "-";
         _lastSwapMs = null;
+        var st = round.Statistics;
+        _trainSeconds.Add(st.TrainTime.TotalSeconds);
         Console.WriteLine($"{wave.Number,5} | {feedback,-26} | {round.Decision?.TrainLoss ?? double.NaN,10:F4} | {Gate(round),-58} | {(version is { } v ? $"v{v}" : "base"),7} | {known,7:P1} | {fresh,7:P1} | {round.Duration.TotalSeconds,6:F1}s | {swap,6}");
     }
+
+    /// <summary>Where the last round's time went (RoundCompletedEventArgs.Statistics).</summary>
+    public void RoundParts(RoundCompletedEventArgs round)
+    {
+        var st = round.Statistics;
+        Console.WriteLine($"{"",5} |   {st.NewRecords} new + {st.ReplayRecords} replayed, {st.Steps} steps, epoch losses [{string.Join(", ", st.EpochLosses.Select(l => l.ToString("F3", System.Globalization.CultureInfo.InvariantCulture)))}]; " +
+            $"encode {st.EncodeTime.TotalSeconds:F1}s, teacher {st.TeacherTime.TotalSeconds:F1}s, prefix cache {st.PrefixCacheTime.TotalSeconds:F1}s ({st.PrefixCacheComputed} run, {st.PrefixCacheReused} reused), " +
+            $"train {st.TrainTime.TotalSeconds:F1}s, export {st.ExportTime.TotalSeconds:F1}s, gate {st.GateTime.TotalSeconds:F1}s, promotion {st.PromotionTime.TotalSeconds:F1}s");
+    }
+
+    private readonly List<double> _trainSeconds = [];
+
+    /// <summary>Median training-loop time of the rounds so far.</summary>
+    public double MedianTrainSeconds => _trainSeconds.Count == 0 ? double.NaN : _trainSeconds.Order().ElementAt(_trainSeconds.Count / 2);
 
     public void Deleted(int records) =>
         Console.WriteLine($"{"",5} | the app deletes the buggy client's feedback: {records} records (IFeedbackStore.DeleteUserAsync); no later round trains on them");
@@ -76,7 +92,7 @@ internal sealed class DemoReport(DemoSettings settings)
         Console.WriteLine();
         Console.WriteLine($"Summary: new domains {_startNew:P1} → {_endNew:P1}; known domains {_startKnown:P1} → {_endKnown:P1} ({knownDelta:+0.0;-0.0} points); " +
                           $"{_cleanPromoted}/{_clean} clean rounds promoted, {_poisonRejected}/{_poisoned} poisoned rounds rejected; " +
-                          $"median round {Median(_roundSeconds):F1} s, median swap {Median(_swapMs):F0} ms; wall time {wall.TotalSeconds:F0} s.");
+                          $"median round {Median(_roundSeconds):F1} s (training loop {MedianTrainSeconds:F1} s), median swap {Median(_swapMs):F0} ms; wall time {wall.TotalSeconds:F0} s.");
         Console.WriteLine(ok
             ? "OK: known domains within 1 point, new domains at least 90%, clean rounds promoted, poison rejected."
             : "CHECK FAILED: targets are known domains within 1 point, new domains at least 90%, 95% of clean rounds promoted, every poisoned round rejected.");

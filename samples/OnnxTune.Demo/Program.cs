@@ -52,6 +52,7 @@ static async Task<int> RunAsync(DemoSettings settings)
         if (settings.DistillationWeight is { } kd) o.DistillationWeight = kd;                 // ablation knobs only
         if (settings.EncoderLearningRateScale is { } scale) o.EncoderLearningRateScale = scale;
         if (settings.BaseReplayShare is { } share) o.BaseReplayShare = share;
+        o.UsePrefixCache = settings.PrefixCache;
     });
     using var host = builder.Build();
     var classifier = host.Services.GetRequiredService<ITextClassifier>();
@@ -81,6 +82,7 @@ static async Task<int> RunAsync(DemoSettings settings)
         }
         var round = await pendingRound.Task.WaitAsync(TimeSpan.FromMinutes(60)); // a hang guard only: rounds take seconds on an idle machine
         report.Round(wave, training, heldOut, round, Accuracy(story.TestKnown), Accuracy(story.TestNew), classifier.Predict("hello").Version);
+        report.RoundParts(round);
         if (wave.Poisoned)
             report.Deleted(await store.DeleteUserAsync(DemoData.BuggyClient));
     }
