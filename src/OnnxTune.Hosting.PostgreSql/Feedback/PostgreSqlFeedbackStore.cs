@@ -234,20 +234,7 @@ public sealed partial class PostgreSqlFeedbackStore : IFeedbackStore, IFeedbackM
                     var seq = r.GetInt64(0);
                     try
                     {
-                        list.Add(new FeedbackRecord
-                        {
-                            Sequence = seq,
-                            Id = r.GetString(1),
-                            CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(2)),
-                            UserId = r.IsDBNull(3) ? null : r.GetString(3),
-                            Text = r.IsDBNull(4) ? null : r.GetString(4),
-                            Tensors = r.IsDBNull(5) ? null : FeedbackJson.ReadTensors(r.GetString(5), $"{_db.Description} record {r.GetString(1)}"),
-                            LabelIndex = r.GetInt64(6),
-                            LabelName = r.IsDBNull(7) ? null : r.GetString(7),
-                            Weight = (float)r.GetDouble(8),
-                            Metadata = r.IsDBNull(9) ? null : FeedbackJson.ReadMetadata(r.GetString(9)),
-                            HeldOut = r.GetBoolean(10),
-                        });
+                        list.Add(FeedbackRows.Read(r, _db.Description));
                     }
                     catch (Exception e) when (e is not OperationCanceledException && !PostgreSqlDatabase.IsStoreError(e))
                     {
