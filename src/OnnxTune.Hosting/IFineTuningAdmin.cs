@@ -3,7 +3,11 @@ namespace OnnxTune.Hosting;
 /// <summary>The outcome of deleting a user's feedback.</summary>
 /// <param name="DeletedRecords">Records deleted (feedback and quarantine).</param>
 /// <param name="AffectedVersions">Versions on disk whose provenance names the user (trained on their records), oldest first; retire them to stop serving or rolling back to them.</param>
-public sealed record UserDeletionResult(int DeletedRecords, IReadOnlyList<int> AffectedVersions);
+public sealed record UserDeletionResult(int DeletedRecords, IReadOnlyList<int> AffectedVersions)
+{
+    /// <summary>Gets how many partition keys' adapters were deleted (every version of the key whose id is the user's, or of any key whose adapters trained on the user's records); they retrain from the remaining feedback.</summary>
+    public int DeletedAdapters { get; init; }
+}
 
 /// <summary>
 /// Administration of one fine-tuned model (inject it, keyed by model name): user deletion that reports the

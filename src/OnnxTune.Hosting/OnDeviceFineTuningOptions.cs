@@ -231,6 +231,10 @@ public sealed class OnDeviceFineTuningOptions
     [Microsoft.Extensions.Options.ValidateObjectMembers]
     public DriftWatchOptions DriftWatch { get; set; } = new();
 
+    /// <summary>Gets the per-partition personalization options (one LoRA adapter per tenant or user key).</summary>
+    [Microsoft.Extensions.Options.ValidateObjectMembers]
+    public PersonalizationOptions Personalization { get; set; } = new();
+
     /// <summary>Configuration path used in validation messages (set by registration and BindConfiguration).</summary>
     internal string? ConfigurationPath { get; set; }
 }

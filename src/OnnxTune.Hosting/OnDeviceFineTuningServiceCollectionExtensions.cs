@@ -75,6 +75,7 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
         services.AddKeyedSingleton(name, (sp, _) => sp.GetRequiredKeyedService<FineTunedModel>(name).Writer);
         services.AddKeyedSingleton(name, (sp, _) => sp.GetRequiredKeyedService<FineTunedModel>(name).Versions);
         services.AddKeyedSingleton<IFineTuningAdmin>(name, (sp, _) => new FineTuningAdmin(sp.GetRequiredKeyedService<FineTunedModel>(name)));
+        services.AddKeyedSingleton<IPersonalizationAdmin>(name, (sp, _) => new OnnxTune.Hosting.Personalization.PersonalizationAdmin(sp.GetRequiredKeyedService<FineTunedModel>(name)));
         if (name.Length == 0)
         {
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<IModelHandle>(name));
@@ -83,6 +84,7 @@ public static class OnDeviceFineTuningServiceCollectionExtensions
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<ModelVersionStore>(name));
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<ITextClassifier>(name));
             services.TryAddSingleton(sp => sp.GetRequiredKeyedService<IFineTuningAdmin>(name));
+            services.TryAddSingleton(sp => sp.GetRequiredKeyedService<IPersonalizationAdmin>(name));
         }
         services.AddSingleton<IHostedService>(sp => new FineTuningBackgroundService(
             sp.GetRequiredKeyedService<FineTunedModel>(name),

@@ -487,22 +487,23 @@ public sealed class TrainingEngine : IDisposable
     /// <c>RunOptions.AddActiveLoraAdapter</c> with the adapter gives the trained one. Both files are written atomically.
     /// </summary>
     /// <param name="adapterPath">The adapter file.</param>
-    /// <param name="basePath">The adapter-ready base model (one per artifacts folder; every adapter trained from it fits it).</param>
+    /// <param name="basePath">The adapter-ready base model (one per artifacts folder; every adapter trained from it fits it), or null to write the adapter alone.</param>
     /// <param name="adapterVersion">Recorded in the adapter file.</param>
     /// <param name="modelVersion">Recorded in the adapter file (the base model's version).</param>
-    public void ExportAdapter(string adapterPath, string basePath, int adapterVersion = 1, int modelVersion = 1)
+    public void ExportAdapter(string adapterPath, string? basePath, int adapterVersion = 1, int modelVersion = 1)
     {
         ThrowIfDisposed();
         ArgumentException.ThrowIfNullOrEmpty(adapterPath);
-        ArgumentException.ThrowIfNullOrEmpty(basePath);
         var parameters = new List<AdapterParameter>();
         foreach (var slot in _store.Slots)
             parameters.Add(new AdapterParameter(slot.Name, slot.Shape, slot.Type == TensorElementType.Double, TensorStore.ReadBytes(slot.Values[_paramParity])));
         foreach (var s in _stateBuffers)
             parameters.Add(new AdapterParameter(s.Name, s.Shape, s.Type == TensorElementType.Double, TensorStore.ReadBytes(s.Values[_stateParity])));
-        var source = OnnxModelReader.Load(Path.Combine(_directory, Manifest.Files.InferenceModel));
-        var adapterBase = LoraGraph.ToAdapterBase(source, Manifest.Lora, parameters.Select(p => p.Name));
-        OnnxModelWriter.Save(adapterBase, basePath);
+        if (basePath is not null)
+        {
+            var source = OnnxModelReader.Load(Path.Combine(_directory, Manifest.Files.InferenceModel));
+            OnnxModelWriter.Save(LoraGraph.ToAdapterBase(source, Manifest.Lora, parameters.Select(p => p.Name)), basePath);
+        }
         OnnxAdapterFile.Write(adapterPath, parameters, adapterVersion, modelVersion);
     }
 

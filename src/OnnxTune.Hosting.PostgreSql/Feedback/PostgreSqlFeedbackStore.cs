@@ -15,7 +15,7 @@ namespace OnnxTune.Hosting.PostgreSql;
 /// </summary>
 public sealed partial class PostgreSqlFeedbackStore : IFeedbackStore, IFeedbackMaintenance, IDisposable
 {
-    private const string Columns = "seq, id, created_at, user_id, text, tensors, label_index, label_name, weight, metadata, held_out";
+    private const string Columns = "seq, id, created_at, user_id, text, tensors, label_index, label_name, weight, metadata, held_out, partition_key";
     private const string SecretKey = "user_hash_secret";
     private readonly PostgreSqlDatabase _db;
     private readonly bool _ownsDatabase;
@@ -68,8 +68,8 @@ public sealed partial class PostgreSqlFeedbackStore : IFeedbackStore, IFeedbackM
             // One statement, one transaction: the counter row stays locked until the insert commits.
             await using var cmd = new NpgsqlCommand("""
                 WITH s AS (UPDATE feedback_sequence SET last = last + 1 WHERE id = 1 RETURNING last)
-                INSERT INTO feedback (seq, id, created_at, user_id, text, tensors, label_index, label_name, weight, metadata, held_out)
-                SELECT s.last, @id, @created, @user, @text, @tensors, @li, @ln, @w, @meta, @ho FROM s RETURNING seq;
+                INSERT INTO feedback (seq, id, created_at, user_id, text, tensors, label_index, label_name, weight, metadata, held_out, partition_key)
+                SELECT s.last, @id, @created, @user, @text, @tensors, @li, @ln, @w, @meta, @ho, @pk FROM s RETURNING seq;
                 """, c);
             cmd.Parameters.AddWithValue("id", record.Id);
             cmd.Parameters.AddWithValue("created", record.CreatedAt.ToUnixTimeMilliseconds());
@@ -81,6 +81,7 @@ public sealed partial class PostgreSqlFeedbackStore : IFeedbackStore, IFeedbackM
             cmd.Parameters.AddWithValue("w", (double)record.Weight);
             cmd.Parameters.Add(Text("meta", record.Metadata is { Count: > 0 } m ? FeedbackJson.WriteMetadata(m) : null));
             cmd.Parameters.AddWithValue("ho", record.HeldOut);
+            cmd.Parameters.Add(Text("pk", record.PartitionKey));
             return (long)(await cmd.ExecuteScalarAsync(ct).ConfigureAwait(false))!;
         }, cancellationToken);
     }

@@ -46,6 +46,9 @@ internal sealed class PostgreSqlDatabase : IDisposable
             quarantined_at bigint NOT NULL,
             reason text NOT NULL);
         CREATE INDEX IF NOT EXISTS ix_quarantine_user ON quarantine(user_id);
+        ALTER TABLE feedback ADD COLUMN IF NOT EXISTS partition_key text NULL;
+        ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS partition_key text NULL;
+        CREATE INDEX IF NOT EXISTS ix_feedback_partition ON feedback(partition_key, seq);
         CREATE TABLE IF NOT EXISTS round_ledger (
             seq bigint PRIMARY KEY REFERENCES feedback(seq) ON DELETE CASCADE,
             state int NOT NULL,

@@ -88,6 +88,11 @@ public sealed class FineTuningEvents
 
     internal void OnDriftDetected(DriftDetectedEventArgs e, Action<Exception> onError) => Raise(DriftDetected, e, onError);
 
+    /// <summary>Raised after every adapter round of a partition key (personalization), promoted, rejected or failed.</summary>
+    public event EventHandler<AdapterRoundCompletedEventArgs>? AdapterRoundCompleted;
+
+    internal void OnAdapterRoundCompleted(AdapterRoundCompletedEventArgs e, Action<Exception> onError) => Raise(AdapterRoundCompleted, e, onError);
+
     internal void OnRoundCompleted(RoundCompletedEventArgs e, Action<Exception> onError) => Raise(RoundCompleted, e, onError);
 
     internal void OnCandidateRejected(CandidateRejectedEventArgs e, Action<Exception> onError) => Raise(CandidateRejected, e, onError);

@@ -117,6 +117,14 @@ public sealed record Feedback
     /// <summary>Gets the user the record belongs to (for deletion on request).</summary>
     public string? UserId { get; init; }
 
+    /// <summary>
+    /// Gets the partition the record belongs to (a tenant or user id, at most 256 characters, no control characters).
+    /// With personalization on, the partition's records also train its own adapter. Set it from the authenticated
+    /// caller, never from request content.
+    /// </summary>
+    /// <value>The default value is <see langword="null"/>: the record trains only the shared model.</value>
+    public string? PartitionKey { get; init; }
+
     /// <summary>Gets free-form metadata stored with the record.</summary>
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
 
@@ -171,6 +179,9 @@ public sealed record FeedbackRecord
     /// <summary>Gets the owning user id, or <see langword="null"/>.</summary>
     public string? UserId { get; init; }
 
+    /// <summary>Gets the partition (tenant or user) the record belongs to, or <see langword="null"/>.</summary>
+    public string? PartitionKey { get; init; }
+
     /// <summary>Gets free-form metadata.</summary>
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
 
@@ -205,6 +216,8 @@ public enum FeedbackErrorKind
     TooLarge,
     /// <summary>A float beyond <c>MaxFeedbackValue</c> in magnitude, or a token id / mask value outside its range.</summary>
     ValueOutOfRange,
+    /// <summary>An empty partition key, one longer than 256 characters, or one with control characters.</summary>
+    InvalidPartitionKey,
 }
 
 /// <summary>A feedback record was rejected on write; nothing was stored.</summary>

@@ -4,7 +4,7 @@ namespace OnnxTune.Hosting.Internal;
 
 /// <summary>
 /// Reads one feedback row in the column order every store selects (sequence, id, created_at ms, user_id, text,
-/// tensors JSON, label_index, label_name, weight, metadata JSON, held_out): one mapping for SQLite and PostgreSQL.
+/// tensors JSON, label_index, label_name, weight, metadata JSON, held_out, partition_key): one mapping for SQLite and PostgreSQL.
 /// </summary>
 internal static class FeedbackRows
 {
@@ -24,5 +24,6 @@ internal static class FeedbackRows
         Metadata = r.IsDBNull(9) ? null : FeedbackJson.ReadMetadata(r.GetString(9)),
         // SQLite stores the flag as an integer, PostgreSQL as a boolean.
         HeldOut = Convert.ToBoolean(r.GetValue(10), System.Globalization.CultureInfo.InvariantCulture),
+        PartitionKey = r.IsDBNull(11) ? null : r.GetString(11),
     };
 }

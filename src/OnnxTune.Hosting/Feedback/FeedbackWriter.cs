@@ -165,6 +165,7 @@ internal sealed class FeedbackSchema
             throw new FeedbackValidationException(FeedbackErrorKind.InvalidWeight, "Weight", $"Weight {feedback.Weight} is negative.");
         if (feedback.Weight > MaxWeight)
             throw new FeedbackValidationException(FeedbackErrorKind.InvalidWeight, "Weight", $"Weight {feedback.Weight} is above the limit (MaxFeedbackWeight) {MaxWeight}.");
+        ValidatePartitionKey(feedback.PartitionKey);
         return new FeedbackRecord
         {
             Id = id,
@@ -175,10 +176,26 @@ internal sealed class FeedbackSchema
             LabelName = name,
             Weight = feedback.Weight,
             UserId = feedback.UserId,
+            PartitionKey = feedback.PartitionKey,
             Metadata = feedback.Metadata,
             HeldOut = heldOutShare > 0 && HeldOutAssignment.IsHeldOut(HeldOutAssignment.InputKey(feedback.Text, feedback.Tensors),
                 heldOutSecret ?? throw new InvalidOperationException("Held-out assignment needs the store's secret."), heldOutShare),
         };
+    }
+
+    /// <summary>The longest partition key accepted.</summary>
+    internal const int MaxPartitionKeyLength = 256;
+
+    internal static void ValidatePartitionKey(string? key)
+    {
+        if (key is null) return;
+        if (key.Length == 0 || key.Length > MaxPartitionKeyLength)
+            throw new FeedbackValidationException(FeedbackErrorKind.InvalidPartitionKey, "PartitionKey",
+                $"PartitionKey has {key.Length} characters; it must have 1 to {MaxPartitionKeyLength}.");
+        foreach (var c in key)
+            if (char.IsControl(c))
+                throw new FeedbackValidationException(FeedbackErrorKind.InvalidPartitionKey, "PartitionKey",
+                    $"PartitionKey contains the control character U+{(int)c:X4}.");
     }
 
     internal static TensorDataType? ParseType(string elementType) => elementType.ToUpperInvariant() switch

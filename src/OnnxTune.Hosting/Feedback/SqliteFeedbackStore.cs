@@ -14,9 +14,9 @@ namespace OnnxTune.Hosting;
 /// truncated <c>-shm</c> would otherwise kill the process with SIGBUS). Thread-safe: calls are serialised on the
 /// connection. Every failure is a <see cref="FeedbackStoreException"/> (busy, full, read-only, corrupt, I/O).
 /// </summary>
-public sealed partial class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaintenance, IDisposable
+public sealed partial class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaintenance, IPartitionedFeedbackStore, IDisposable
 {
-    private const string Columns = "seq, id, created_at, user_id, text, tensors, label_index, label_name, weight, metadata, held_out";
+    private const string Columns = "seq, id, created_at, user_id, text, tensors, label_index, label_name, weight, metadata, held_out, partition_key";
     private const string SecretKey = "user_hash_secret";
     private readonly string _connectionString;
     private readonly object _sync = new();
@@ -86,6 +86,11 @@ public sealed partial class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaint
                     reason TEXT NOT NULL);
                 CREATE INDEX IF NOT EXISTS ix_quarantine_user ON quarantine(user_id);
                 """);
+            // Databases written before partition keys existed gain the column (NULL: shared feedback only).
+            foreach (var table in new[] { "feedback", "quarantine" })
+                if (Scalar(c, $"SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = 'partition_key';") is 0L)
+                    Execute(c, $"ALTER TABLE {table} ADD COLUMN partition_key TEXT NULL;");
+            Execute(c, "CREATE INDEX IF NOT EXISTS ix_feedback_partition ON feedback(partition_key, seq);");
             if (Scalar(c, "SELECT value FROM state WHERE key = $k;", ("$k", SecretKey)) is string hex)
                 _secret = Convert.FromHexString(hex);
             else
@@ -128,8 +133,8 @@ public sealed partial class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaint
             using var c = Open();
             using var cmd = c.CreateCommand();
             cmd.CommandText = """
-                INSERT INTO feedback (id, created_at, user_id, text, tensors, label_index, label_name, weight, metadata, held_out)
-                VALUES ($id, $created, $user, $text, $tensors, $li, $ln, $w, $meta, $ho) RETURNING seq;
+                INSERT INTO feedback (id, created_at, user_id, text, tensors, label_index, label_name, weight, metadata, held_out, partition_key)
+                VALUES ($id, $created, $user, $text, $tensors, $li, $ln, $w, $meta, $ho, $pk) RETURNING seq;
                 """;
             cmd.Parameters.AddWithValue("$id", record.Id);
             cmd.Parameters.AddWithValue("$created", record.CreatedAt.ToUnixTimeMilliseconds());
@@ -141,6 +146,7 @@ public sealed partial class SqliteFeedbackStore : IFeedbackStore, IFeedbackMaint
             cmd.Parameters.AddWithValue("$w", (double)record.Weight);
             cmd.Parameters.AddWithValue("$meta", record.Metadata is { Count: > 0 } m ? FeedbackJson.WriteMetadata(m) : DBNull.Value);
             cmd.Parameters.AddWithValue("$ho", record.HeldOut ? 1 : 0);
+            cmd.Parameters.AddWithValue("$pk", (object?)record.PartitionKey ?? DBNull.Value);
             return (long)cmd.ExecuteScalar()!;
         }));
     }

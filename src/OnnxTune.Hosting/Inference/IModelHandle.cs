@@ -19,6 +19,14 @@ public interface IModelHandle
     ModelOutput Predict(IReadOnlyDictionary<string, TensorData> inputs);
 
     /// <summary>
+    /// Runs the model for a partition key (tenant or user): with the key's adapter when personalization is on and the
+    /// key has one trained on the serving version, otherwise the shared model (<see cref="ModelOutput.AdapterVersion"/> null).
+    /// Take the key from the authenticated caller.
+    /// </summary>
+    /// <exception cref="ModelNotServingException">No model could be loaded.</exception>
+    ModelOutput Predict(IReadOnlyDictionary<string, TensorData> inputs, string? partitionKey);
+
+    /// <summary>
     /// Runs <paramref name="run"/> with the serving session leased for the duration of the call. The session
     /// must not be used after <paramref name="run"/> returns; copy out what you need.
     /// </summary>
@@ -28,7 +36,11 @@ public interface IModelHandle
 /// <summary>A prediction result.</summary>
 /// <param name="Version">The version that produced it (null: base model).</param>
 /// <param name="Outputs">Output tensors by name.</param>
-public sealed record ModelOutput(int? Version, IReadOnlyDictionary<string, TensorData> Outputs);
+public sealed record ModelOutput(int? Version, IReadOnlyDictionary<string, TensorData> Outputs)
+{
+    /// <summary>Gets the partition key's adapter version that produced it (null: the shared model).</summary>
+    public int? AdapterVersion { get; init; }
+}
 
 /// <summary>No serving session is available (the model failed to load, or the host is stopping).</summary>
 public sealed class ModelNotServingException : OnnxTuneException

@@ -8,7 +8,7 @@ internal sealed class ModelHandle(string modelName, SwappableInferenceSession se
 {
     private long _lastUse = long.MinValue;
 
-    /// <summary>Sees every prediction served through <see cref="Predict"/> (the drift watch).</summary>
+    /// <summary>Sees every prediction served through <see cref="Predict(IReadOnlyDictionary{string, TensorData})"/> (shared-model predictions) (the drift watch).</summary>
     internal IPredictionObserver? Observer { get; set; }
 
     public string ModelName => modelName;
@@ -18,11 +18,32 @@ internal sealed class ModelHandle(string modelName, SwappableInferenceSession se
     /// <summary>Timestamp (<see cref="TimeProvider.GetTimestamp"/>) of the last call, or null.</summary>
     internal long? LastUseTimestamp => Volatile.Read(ref _lastUse) is var t && t != long.MinValue ? t : null;
 
+    /// <summary>Serves keyed predictions with the keys' adapters (set when personalization is on).</summary>
+    internal Personalization.AdapterServing? Adapters { get; set; }
+
     public ModelOutput Predict(IReadOnlyDictionary<string, TensorData> inputs)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         using var lease = Lease();
-        var session = lease.Session;
+        var output = Run(lease.Session, inputs, null, lease.Entry.Version?.Version);
+        Observer?.Observed(lease.Entry.Version?.Version, output.Outputs);
+        return output;
+    }
+
+    public ModelOutput Predict(IReadOnlyDictionary<string, TensorData> inputs, string? partitionKey)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        if (partitionKey is null || Adapters is not { } adapters) return Predict(inputs);
+        using var lease = Lease();
+        // The shared lease pins the version the adapter must have been trained on for the duration of the call.
+        if (!adapters.TryLease(partitionKey, lease.Entry.ModelPath, out var adapter))
+            return Predict(inputs);
+        using (adapter)
+            return Run(adapter.Session, inputs, adapter, lease.Entry.Version?.Version) with { AdapterVersion = adapter.AdapterVersion };
+    }
+
+    private ModelOutput Run(InferenceSession session, IReadOnlyDictionary<string, TensorData> inputs, Personalization.AdapterLease? adapter, int? version)
+    {
         var names = new List<string>(inputs.Count);
         var values = new List<OrtValue>(inputs.Count);
         try
@@ -36,6 +57,7 @@ internal sealed class ModelHandle(string modelName, SwappableInferenceSession se
                 names.Add(name);
             }
             using var ro = new RunOptions();
+            if (adapter is { } a) ro.AddActiveLoraAdapter(a.Adapter);
             using var outputs = session.Run(ro, names, values, session.OutputNames);
             var result = new Dictionary<string, TensorData>(StringComparer.Ordinal);
             for (var i = 0; i < outputs.Count; i++)
@@ -53,8 +75,7 @@ internal sealed class ModelHandle(string modelName, SwappableInferenceSession se
                         break;
                 }
             }
-            Observer?.Observed(lease.Entry.Version?.Version, result);
-            return new ModelOutput(lease.Entry.Version?.Version, result);
+            return new ModelOutput(version, result);
         }
         finally
         {

@@ -64,7 +64,48 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
         Writer = new FeedbackWriter(name, Schema, store, options.HeldOutShare, timeProvider, metrics, logger, Health);
         metrics.RegisterServing(name, () => Sessions.Current?.Version?.Version);
         _replaySet = CreateReplaySet();
+        if (options.Personalization.Enabled)
+        {
+            try
+            {
+                EnablePersonalization(store, sharedVersions);
+            }
+            catch
+            {
+                Versions.Dispose();
+                _storeLock.Dispose();
+                throw;
+            }
+        }
     }
+
+    private void EnablePersonalization(IFeedbackStore store, ISharedVersionRegistry? sharedVersions)
+    {
+        var key = (Options.ConfigurationPath ?? OnDeviceFineTuningOptionsValidator.KeyPrefix(Name, OnDeviceFineTuningOptions.DefaultSectionName)) + ":Personalization:Enabled";
+        if (store is not IPartitionedFeedbackStore)
+            throw new OnnxTuneException($"{key} is true, but the feedback store ({store.GetType().Name}) does not implement IPartitionedFeedbackStore (SqliteFeedbackStore does).");
+        if (sharedVersions is not null)
+            throw new OnnxTuneException($"{key} is true, but the model uses a shared version registry (several instances): adapters are kept per instance, which is not supported yet.");
+        if (Manifest.Loss.Kind != Autodiff.Artifacts.LossKind.CrossEntropy)
+            throw new OnnxTuneException($"{key} is true, but the artifacts' loss is {Manifest.Loss.Kind}; adapters train class-index labels with a cross-entropy loss.");
+        var root = Path.Combine(Options.ModelStorePath, "personalization");
+        AdapterRegistry = new Personalization.AdapterRegistry(Path.Combine(root, "keys"), (file, e) => Log.AdapterStateDamaged(Logger, Name, file, e));
+        AdapterBases = new Personalization.AdapterBases(this, Path.Combine(root, "bases"));
+        Adapters = new Personalization.AdapterServing(this, AdapterRegistry, AdapterBases);
+        Handle.Adapters = Adapters;
+    }
+
+    /// <summary>Adapter versions per partition key (null: personalization off).</summary>
+    public Personalization.AdapterRegistry? AdapterRegistry { get; private set; }
+
+    /// <summary>LoRA artifacts and adapter-ready bases per shared model (null: personalization off).</summary>
+    public Personalization.AdapterBases? AdapterBases { get; private set; }
+
+    /// <summary>Serves keyed predictions with adapters (null: personalization off).</summary>
+    public Personalization.AdapterServing? Adapters { get; private set; }
+
+    /// <summary>Runs an adapter round for a key on request (set by the background service when a training engine is registered).</summary>
+    public Func<string, CancellationToken, Task<AdapterRoundCompletedEventArgs?>>? AdapterRoundRunner { get; set; }
 
     /// <summary>The lock file of the store folder.</summary>
     public const string StoreLockFileName = "store.lock";
@@ -252,6 +293,7 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
 
     public void Dispose()
     {
+        Adapters?.Dispose();
         Sessions.Dispose();
         Versions.Dispose();
         _storeLock.Dispose();

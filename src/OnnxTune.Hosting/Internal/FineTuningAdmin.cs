@@ -15,12 +15,14 @@ internal sealed class FineTuningAdmin(FineTunedModel model) : IFineTuningAdmin
     {
         ArgumentException.ThrowIfNullOrEmpty(userId);
         int deleted;
+        var adapters = 0;
         // Under the version lock: a promotion checks for deleted records under the same lock, so it either sees
         // this deletion (and discards its candidate) or finished before it (and its version is listed below).
         await model.Versions.LockAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             deleted = await model.Store.DeleteUserAsync(userId, cancellationToken).ConfigureAwait(false);
+            adapters = Personalization.PersonalizationAdmin.DeleteForUser(model, userId, Maintenance?.HashUserId(userId));
         }
         finally
         {
@@ -38,7 +40,7 @@ internal sealed class FineTuningAdmin(FineTunedModel model) : IFineTuningAdmin
                 if (p?.UserHashes.Contains(hash, StringComparer.Ordinal) == true) affected.Add(v.Version);
             }
         }
-        return new UserDeletionResult(deleted, affected);
+        return new UserDeletionResult(deleted, affected) { DeletedAdapters = adapters };
     }
 
     public async Task<ModelVersionInfo?> RetireVersionAsync(int version, string reason, CancellationToken cancellationToken = default)

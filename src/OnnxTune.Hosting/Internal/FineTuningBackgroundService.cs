@@ -48,6 +48,42 @@ internal sealed class FineTuningBackgroundService : BackgroundService
         _evaluation = new GateEvaluation(model, evaluator);
         _logger = model.Logger;
         if (engine is not null) model.RoundRunner = RunRequestedRoundAsync;
+        if (engine is not null && model.AdapterRegistry is not null)
+        {
+            _personalization = new Personalization.PersonalizationRounds(model, engine, evaluator, RoundsRoot);
+            model.AdapterRoundRunner = RunRequestedAdapterRoundAsync;
+        }
+    }
+
+    private readonly Personalization.PersonalizationRounds? _personalization;
+
+    /// <summary>An adapter round requested through <see cref="IPersonalizationAdmin.RunRoundAsync"/>: after any running round.</summary>
+    internal async Task<AdapterRoundCompletedEventArgs?> RunRequestedAdapterRoundAsync(string key, CancellationToken ct)
+    {
+        await _roundLock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            return await _personalization!.RunKeyAsync(key, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _roundLock.Release();
+        }
+    }
+
+    /// <summary>Runs the due adapter rounds (after the shared round of the same iteration).</summary>
+    internal async Task RunDueAdapterRoundsAsync(CancellationToken ct)
+    {
+        if (_personalization is null) return;
+        await _roundLock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            await _personalization.RunDueAsync(ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _roundLock.Release();
+        }
     }
 
     internal TimeProvider TimeProvider => _model.TimeProvider;
@@ -130,6 +166,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                         continue;
                     }
                     var outcome = await ShouldRunAsync(stoppingToken).ConfigureAwait(false) ? await RunRoundAsync(stoppingToken).ConfigureAwait(false) : null;
+                    await RunDueAdapterRoundsAsync(stoppingToken).ConfigureAwait(false);
                     _model.Health.OnLoopOk();
                     failures = outcome == RoundOutcome.Failed ? failures + 1 : 0;
                     if (failures > 0)

@@ -53,6 +53,9 @@ internal sealed record FineTuningRoundInput(
     /// <summary>Folder for frozen-prefix artifacts and cached activations kept across rounds (null: no cache).</summary>
     public string? PrefixCacheDirectory { get; init; }
 
+    /// <summary>Where to write the trained tensors as an ONNX Runtime adapter file too (adapter rounds), or null.</summary>
+    public string? AdapterPath { get; init; }
+
     /// <summary>Factor of the distillation term on replayed records (teacher: the serving model); 0 turns it off.</summary>
     public double DistillationWeight { get; init; }
     /// <summary>

@@ -15,7 +15,7 @@ public enum DriftSignal
 
 /// <summary>One version's live signals (counted in this process since it started serving).</summary>
 /// <param name="Version">The version (null: the artifacts' base model).</param>
-/// <param name="Predictions">Predictions it served through <see cref="IModelHandle.Predict"/> (each output row counts).</param>
+/// <param name="Predictions">Predictions it served through <see cref="IModelHandle.Predict(IReadOnlyDictionary{string, TensorData})"/> (each output row counts).</param>
 /// <param name="Corrections">Feedback records that answer one of its predictions with a different label.</param>
 /// <param name="CorrectionRate">Corrections per prediction.</param>
 /// <param name="DistributionShift">Total-variation distance between its predicted classes over the last window and the reference label distribution (or, without a reference, the previous version's predicted classes); null for the previous version without a reference.</param>

@@ -19,6 +19,10 @@ public interface ITextClassifier
     /// <exception cref="OnnxTuneException">The model's output is not one row of class scores.</exception>
     TextPrediction Predict(string text);
 
+    /// <summary>Classifies <paramref name="text"/> for a partition key: with the key's adapter when it has one for the serving version (see <see cref="IModelHandle.Predict(IReadOnlyDictionary{string, TensorData}, string?)"/>).</summary>
+    /// <exception cref="ModelNotServingException">No model could be loaded.</exception>
+    TextPrediction Predict(string text, string? partitionKey);
+
     /// <summary>
     /// Classifies many texts: texts of similar length share a batch of up to <paramref name="batchSize"/> rows (padded
     /// and masked), each batch one run of the serving model. Results are in input order; a swap between batches can
@@ -28,6 +32,11 @@ public interface ITextClassifier
     /// <exception cref="ModelNotServingException">No model could be loaded.</exception>
     /// <exception cref="OnnxTuneException">The model's output is not one row of class scores per text.</exception>
     IReadOnlyList<TextPrediction> PredictBatch(IReadOnlyList<string> texts, int batchSize = 32);
+
+    /// <summary>Classifies many texts of one partition key (see <see cref="PredictBatch(IReadOnlyList{string}, int)"/> and <see cref="Predict(string, string?)"/>).</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="batchSize"/> is below 1.</exception>
+    /// <exception cref="ModelNotServingException">No model could be loaded.</exception>
+    IReadOnlyList<TextPrediction> PredictBatch(IReadOnlyList<string> texts, string? partitionKey, int batchSize = 32);
 }
 
 /// <summary>A text classification result.</summary>
@@ -37,6 +46,9 @@ public interface ITextClassifier
 /// <param name="Version">The model version that produced it (null: the artifacts' base model).</param>
 public sealed record TextPrediction(int ClassIndex, string? Label, IReadOnlyList<float> Probabilities, int? Version)
 {
+    /// <summary>Gets the partition key's adapter version that produced it (null: the shared model).</summary>
+    public int? AdapterVersion { get; init; }
+
     /// <summary>Gets the probability of the predicted class.</summary>
     public float Confidence => Probabilities[ClassIndex];
 }

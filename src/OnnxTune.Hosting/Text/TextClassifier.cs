@@ -7,15 +7,19 @@ internal sealed class TextClassifier(TextModelContext model, IModelHandle handle
 
     public IReadOnlyList<string>? Labels => labels;
 
-    public TextPrediction Predict(string text)
+    public TextPrediction Predict(string text) => Predict(text, null);
+
+    public TextPrediction Predict(string text, string? partitionKey)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var result = handle.Predict(model.Encode(text, bucket: 0));
+        var result = handle.Predict(model.Encode(text, bucket: 0), partitionKey);
         var scores = Scores(result, rows: 1);
-        return ToPrediction(scores.FloatData!, 0, scores.Shape[1], result.Version);
+        return ToPrediction(scores.FloatData!, 0, scores.Shape[1], result.Version) with { AdapterVersion = result.AdapterVersion };
     }
 
-    public IReadOnlyList<TextPrediction> PredictBatch(IReadOnlyList<string> texts, int batchSize = 32)
+    public IReadOnlyList<TextPrediction> PredictBatch(IReadOnlyList<string> texts, int batchSize = 32) => PredictBatch(texts, null, batchSize);
+
+    public IReadOnlyList<TextPrediction> PredictBatch(IReadOnlyList<string> texts, string? partitionKey, int batchSize = 32)
     {
         ArgumentNullException.ThrowIfNull(texts);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
@@ -27,11 +31,11 @@ internal sealed class TextClassifier(TextModelContext model, IModelHandle handle
         var predictions = new TextPrediction[texts.Count];
         foreach (var chunk in order.Chunk(batchSize))
         {
-            var result = handle.Predict(model.EncodeBatch(Array.ConvertAll(chunk, i => tokens[i])));
+            var result = handle.Predict(model.EncodeBatch(Array.ConvertAll(chunk, i => tokens[i])), partitionKey);
             var scores = Scores(result, chunk.Length);
             var classes = (int)scores.Shape[1];
             for (var r = 0; r < chunk.Length; r++)
-                predictions[chunk[r]] = ToPrediction(scores.FloatData!, r, classes, result.Version);
+                predictions[chunk[r]] = ToPrediction(scores.FloatData!, r, classes, result.Version) with { AdapterVersion = result.AdapterVersion };
         }
         return predictions;
     }

@@ -128,6 +128,7 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
         });
         if (prefix is null) session.ExportInferenceModel(modelPath);
         else session.ExportInferenceModel(modelPath, Path.Combine(input.ArtifactsPath, manifest.Files.InferenceModel));
+        if (input.AdapterPath is { } adapterPath) session.ExportAdapter(adapterPath, basePath: null);
         return new FineTuningRoundResult(modelPath, checkpointDir, lastEpochLoss, session.Step - startStep)
         {
             Statistics = new RoundStatistics
