@@ -138,11 +138,18 @@ public sealed class PersonalizationTests(TextModelFixture model, ITestOutputHelp
             Assert.False(admin.GetAdapter("acme")!.MatchesServingModel);
 
             // The background loop retrains both on the model that serves now.
+            var retrained = new List<AdapterRoundCompletedEventArgs>();
+            EventHandler<AdapterRoundCompletedEventArgs> record = (_, e) => retrained.Add(e);
+            h.Events.AdapterRoundCompleted += record;
             await h.Service.RunDueAdapterRoundsAsync(CancellationToken.None);
+            h.Events.AdapterRoundCompleted -= record;
+            foreach (var e in retrained)
+                output.WriteLine($"{e.PartitionKey}: {e.Outcome}, held-out {e.SharedHeldOutAccuracy:P0} -> {e.CandidateHeldOutAccuracy:P0}, golden {e.SharedGoldenAccuracy:P0} -> {e.CandidateGoldenAccuracy:P0}; {string.Join("; ", e.Reasons)}");
+            Assert.Equal(2, retrained.Count);
             foreach (var key in Conventions.Keys)
             {
                 var info = admin.GetAdapter(key)!;
-                Assert.True(info.MatchesServingModel, key);
+                Assert.True(info.MatchesServingModel, $"{key}: {string.Join("; ", retrained.Single(e => e.PartitionKey == key).Reasons)}");
                 Assert.Equal(2, info.Version);
                 Assert.Null(info.BaseModelVersion);
                 Assert.Equal(2, classifier.Predict(model.Test[0].Text, key).AdapterVersion);
