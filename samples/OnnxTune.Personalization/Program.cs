@@ -107,7 +107,13 @@ static async Task<int> RunAsync(int perIntent, int recordsPerTenant, bool figure
 static async Task Figures(IServiceProvider services, ITextClassifier classifier, IFeedbackWriter writer, IFineTuningAdmin fineTuning, IPersonalizationAdmin admin,
     Clinc150 data, Dictionary<string, Dictionary<string, string>> tenants, string store, int adapterCount, List<double> roundTimes)
 {
-    var info = admin.GetAdapter(tenants.Keys.First())!;
+    var promoted = admin.ListAdapters();
+    if (promoted.Count == 0)
+    {
+        Console.WriteLine("figures: no tenant adapter was promoted, nothing to measure");
+        return;
+    }
+    var info = promoted[0];
     var baseModel = Directory.GetFiles(Path.Combine(store, "personalization", "bases"), "adapter-base.onnx", SearchOption.AllDirectories).Single();
     var adapterFile = Directory.GetFiles(Path.Combine(store, "personalization", "keys"), "*.onnx_adapter", SearchOption.AllDirectories).First();
     var fullCopy = new FileInfo(baseModel).Length;
@@ -139,7 +145,7 @@ static async Task Figures(IServiceProvider services, ITextClassifier classifier,
 
     // Predict latency through the hosting API: with a tenant's adapter against the shared model, interleaved.
     var texts = Clinc150.Take(data.Test, 2).Select(u => u.Text).ToList();
-    var tenant = tenants.Keys.First();
+    var tenant = info.PartitionKey;
     for (var i = 0; i < 20; i++) { classifier.Predict(texts[i], tenant); classifier.Predict(texts[i]); }
     var withAdapter = new List<double>();
     var shared = new List<double>();

@@ -56,10 +56,14 @@ public sealed class PersonalizationOptions
     [Range(1, 1_000_000)]
     public int MaxRecordsPerRound { get; set; } = 2000;
 
-    /// <summary>Gets or sets the replay-set records (class-balanced) mixed in per key record, so that an adapter keeps the classes its key does not correct.</summary>
-    /// <value>The default value is 1.</value>
+    /// <summary>
+    /// Gets or sets the replay-set records (class-balanced, of classes the key does not relabel) mixed in per key record,
+    /// distilled toward the shared model (<see cref="OnDeviceFineTuningOptions.DistillationWeight"/>), so that an adapter
+    /// keeps what the shared model knows about everything its key does not correct.
+    /// </summary>
+    /// <value>The default value is 4.</value>
     [Range(0.0, 100.0)]
-    public double ReplayRatio { get; set; } = 1.0;
+    public double ReplayRatio { get; set; } = 4.0;
 
     /// <summary>Gets or sets how much lower (absolute accuracy) than the shared model an adapter may score on the golden reference.</summary>
     /// <value>The default value is 0.05: a key's own conventions may differ from the golden set's on a few classes.</value>

@@ -92,6 +92,7 @@ internal sealed partial class PersonalizationRounds(FineTunedModel model, IFineT
                 train, replay, Options.EpochsPerRound, Options.BatchSize, Options.LearningRate, model.Options.TrainingThreads, work)
             {
                 WarmupFraction = model.Options.WarmupFraction,
+                DistillationWeight = model.Options.DistillationWeight,
                 PrefixCacheDirectory = model.Options.UsePrefixCache ? adapterBase.PrefixCachePath : null,
                 AdapterPath = adapterFile,
                 RecordFailed = (_, _) => { },
