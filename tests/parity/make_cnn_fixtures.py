@@ -487,6 +487,176 @@ def build_case(case, parity_dir):
     return info
 
 
+# --------------------------------------------------------------------------------------------------- check models
+# ONNX's backend test data "pytorch-converted" (test_Conv2d, test_Conv1d_stride, test_Conv2d_depthwise,
+# test_BatchNorm2d_eval, ...) was exported from the module tests of torch/testing/_internal/common_nn.py; it is not
+# installed here, so the same modules and input sizes (copied from torch 1.13's common_nn.py) are exported again at
+# opset 14. Names follow ONNX's test folders without the test_ prefix; the "_eval" BatchNorm cases are the module in
+# eval mode. BN affine parameters and running statistics are drawn away from ones/zeros (the exporter would merge
+# equal initializers).
+PYTORCH_CONVERTED = [
+    ("AvgPool1d", lambda: nn.AvgPool1d(2), (2, 3, 6)),
+    ("AvgPool1d_stride", lambda: nn.AvgPool1d((2,), (2,)), (2, 3, 6)),
+    ("AvgPool2d", lambda: nn.AvgPool2d((2, 2)), (2, 3, 6, 6)),
+    ("AvgPool2d_stride", lambda: nn.AvgPool2d((2, 2), (2, 2)), (2, 3, 6, 6)),
+    ("AvgPool3d", lambda: nn.AvgPool3d((2, 2, 2)), (2, 3, 4, 4, 4)),
+    ("AvgPool3d_stride", lambda: nn.AvgPool3d(2, (2, 2, 2)), (2, 3, 5, 5, 5)),
+    ("AvgPool3d_stride1_pad0_gpu_input", lambda: nn.AvgPool3d(3, 1, 0), (2, 3, 4, 4, 4)),
+    ("BatchNorm1d_3d_input_eval", lambda: nn.BatchNorm1d(5), (4, 5, 3)),
+    ("BatchNorm2d_eval", lambda: nn.BatchNorm2d(3), (2, 3, 6, 6)),
+    ("BatchNorm2d_momentum_eval", lambda: nn.BatchNorm2d(3, 0.001, 0.8), (2, 3, 6, 6)),
+    ("BatchNorm3d_eval", lambda: nn.BatchNorm3d(3), (2, 3, 4, 4, 4)),
+    ("BatchNorm3d_momentum_eval", lambda: nn.BatchNorm3d(3, 0.001, 0.7), (2, 3, 4, 4, 4)),
+    ("Conv1d", lambda: nn.Conv1d(4, 5, 3), (2, 4, 10)),
+    ("Conv1d_dilated", lambda: nn.Conv1d(4, 5, kernel_size=3, dilation=2), (2, 4, 10)),
+    ("Conv1d_groups", lambda: nn.Conv1d(4, 6, kernel_size=3, groups=2), (2, 4, 6)),
+    ("Conv1d_pad1", lambda: nn.Conv1d(4, 5, 3, 1, 1), (2, 4, 10)),
+    ("Conv1d_pad1size1", lambda: nn.Conv1d(4, 4, 3, 1, 1), (1, 4, 1)),
+    ("Conv1d_pad2", lambda: nn.Conv1d(4, 5, 5, 1, 2), (2, 4, 10)),
+    ("Conv1d_pad2size1", lambda: nn.Conv1d(4, 4, 5, 1, 2), (1, 4, 1)),
+    ("Conv1d_stride", lambda: nn.Conv1d(4, 5, 3, 2), (2, 4, 10)),
+    ("Conv2d", lambda: nn.Conv2d(3, 4, (3, 2)), (2, 3, 7, 5)),
+    ("Conv2d_depthwise", lambda: nn.Conv2d(4, 4, (3, 3), groups=4), (2, 4, 6, 6)),
+    ("Conv2d_depthwise_padded", lambda: nn.Conv2d(4, 4, (3, 3), padding=(1, 1), groups=4), (2, 4, 6, 6)),
+    ("Conv2d_depthwise_strided", lambda: nn.Conv2d(4, 4, (3, 3), stride=(2, 2), groups=4), (2, 4, 6, 6)),
+    ("Conv2d_depthwise_with_multiplier", lambda: nn.Conv2d(4, 8, (3, 3), groups=4), (2, 4, 6, 6)),
+    ("Conv2d_dilated", lambda: nn.Conv2d(3, 2, (3, 3), (2, 2), (1, 1), (2, 2)), (2, 3, 8, 8)),
+    ("Conv2d_groups", lambda: nn.Conv2d(4, 6, (3, 2), groups=2), (2, 4, 6, 5)),
+    ("Conv2d_no_bias", lambda: nn.Conv2d(3, 4, (3, 2), 1, 0, 1, 1, False), (2, 3, 6, 5)),
+    ("Conv2d_padding", lambda: nn.Conv2d(3, 4, (3, 3), (2, 2), (1, 1)), (2, 3, 6, 6)),
+    ("Conv2d_strided", lambda: nn.Conv2d(3, 4, (3, 3), (2, 2)), (2, 3, 6, 6)),
+    ("Conv3d", lambda: nn.Conv3d(2, 3, (2, 3, 2)), (1, 2, 4, 5, 4)),
+    ("Conv3d_dilated", lambda: nn.Conv3d(3, 4, kernel_size=2, dilation=2), (2, 3, 5, 5, 5)),
+    ("Conv3d_dilated_strided", lambda: nn.Conv3d(3, 4, kernel_size=2, dilation=2, stride=2), (2, 3, 5, 5, 5)),
+    ("Conv3d_groups", lambda: nn.Conv3d(2, 4, kernel_size=3, groups=2), (1, 2, 4, 5, 4)),
+    ("Conv3d_no_bias", lambda: nn.Conv3d(2, 3, (2, 3, 4), 1, 0, 1, 1, False), (1, 2, 3, 4, 5)),
+    ("Conv3d_stride", lambda: nn.Conv3d(3, 4, 2, 2), (2, 3, 5, 5, 5)),
+    ("Conv3d_stride_padding", lambda: nn.Conv3d(3, 4, 2, 2, 1), (2, 3, 5, 5, 5)),
+    ("ConvTranspose2d", lambda: nn.ConvTranspose2d(3, 4, 3, (3, 2), 1, (1, 1)), (1, 3, 7, 6)),
+    ("ConvTranspose2d_no_bias", lambda: nn.ConvTranspose2d(3, 4, 3, (2, 3), 1, (1, 1), 1, False), (1, 3, 6, 7)),
+    ("MaxPool1d", lambda: nn.MaxPool1d(4), (2, 10, 4)),
+    ("MaxPool1d_stride", lambda: nn.MaxPool1d(4, 4), (2, 10, 4)),
+    ("MaxPool2d", lambda: nn.MaxPool2d((3, 3), (2, 2), (1, 1)), (1, 3, 7, 7)),
+    ("MaxPool3d", lambda: nn.MaxPool3d((2, 2, 2)), (2, 3, 5, 5, 5)),
+    ("MaxPool3d_stride", lambda: nn.MaxPool3d(2, (2, 2, 2)), (2, 3, 5, 5, 5)),
+    ("MaxPool3d_stride_padding", lambda: nn.MaxPool3d(2, 2, (1, 1, 1)), (2, 3, 5, 5, 5)),
+]
+
+
+def randomize_bn(module, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in module.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                c = mod.num_features
+                mod.weight.copy_(0.75 + 0.5 * torch.rand(c, generator=g))
+                mod.bias.copy_(0.2 * torch.randn(c, generator=g))
+                mod.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                mod.running_var.copy_(0.75 + 0.5 * torch.rand(c, generator=g))
+    return module
+
+
+def narrow_resnet18(div=16, num_classes=10):
+    """ResNet-18's topology (torchvision's ResNet and BasicBlock, layers [2, 2, 2, 2], 7x7/2 stem, max pool) at
+    1/div of its widths, so the committed file stays small; the full-width export has the same op types."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    class NarrowResNet(ResNet):
+        def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+            if planes == 64:
+                self.inplanes = 64 // div
+            return super()._make_layer(block, planes // div, blocks, stride, dilate)
+
+    torch.manual_seed(0)
+    m = NarrowResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    m.conv1 = nn.Conv2d(3, 64 // div, kernel_size=7, stride=2, padding=3, bias=False)
+    m.bn1 = nn.BatchNorm2d(64 // div)
+    m.fc = nn.Linear(512 // div, num_classes)
+    return m
+
+
+def torchvision_models(small=True):
+    import torchvision
+    from torchvision.models import efficientnet as tv_eff
+    torch.manual_seed(0)
+    if small:
+        mobilenet = torchvision.models.mobilenet_v2(width_mult=0.25, num_classes=10)
+        resnet = narrow_resnet18()
+        setting, last = tv_eff._efficientnet_conf("efficientnet_b0", width_mult=0.1, depth_mult=1.0)
+        torch.manual_seed(0)
+        effnet = tv_eff.EfficientNet(setting, 0.2, last_channel=last, num_classes=10)
+        size = 32
+    else:
+        mobilenet = torchvision.models.mobilenet_v2()
+        resnet = torchvision.models.resnet18()
+        effnet = torchvision.models.efficientnet_b0()
+        size = 224
+    return [("mobilenet_v2", mobilenet, size), ("resnet18", resnet, size), ("efficientnet_b0", effnet, size)], size
+
+
+def export_check_model(module, shape, path, preserve_bn=True, dynamic_batch=False):
+    module.eval()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    dyn = {"x": {0: "batch"}, "y": {0: "batch"}} if dynamic_batch else None
+    torch.onnx.export(module, (x,), path, input_names=["x"], output_names=["y"], opset_version=OPSET,
+                      dynamic_axes=dyn, do_constant_folding=True, export_params=True,
+                      keep_initializers_as_inputs=False,
+                      training=torch.onnx.TrainingMode.PRESERVE if preserve_bn else torch.onnx.TrainingMode.EVAL)
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
+    return m, x
+
+
+def build_check_models(check_dir):
+    out = os.path.join(check_dir, "cnn")
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(os.path.join(out, "pytorch_converted"))
+    os.makedirs(os.path.join(out, "torchvision"))
+    manifest = []
+    for i, (name, ctor, shape) in enumerate(PYTORCH_CONVERTED):
+        torch.manual_seed(200 + i)
+        module = randomize_bn(ctor(), 300 + i).eval()
+        rel = f"pytorch_converted/{name}.onnx"
+        proto, x = export_check_model(module, shape, os.path.join(out, rel), preserve_bn=True)
+        ops = mf.op_types(proto)
+        if "ConvTranspose" not in ops:  # onnx_eval has no ConvTranspose
+            with torch.no_grad():
+                want = module(x).numpy()
+            got = onnx_eval.run_model(proto, {"x": x.numpy()})["y"]
+            assert np.max(np.abs(got - want)) <= 1e-4, name
+        params = [i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+        manifest.append(OrderedDict(file=rel, source="torch/testing/_internal/common_nn.py (torch 1.13) module test, "
+                                                     "as in onnx/backend/test/data/pytorch-converted/test_" + name,
+                                    op_types=ops, input_shape=list(shape), float_initializers=params,
+                                    command=f"onnxtune check {rel}",
+                                    expect="exit 0" if params else "no parameters: check the input gradient "
+                                                                   "(the C# test makes x a parameter)"))
+    models, size = torchvision_models(small=True)
+    for name, module, sz in models:
+        randomize_bn(module, 7)
+        rel = f"torchvision/{name}_small.onnx"
+        proto, x = export_check_model(module, (2, 3, sz, sz), os.path.join(out, rel), preserve_bn=True,
+                                      dynamic_batch=True)
+        if name != "efficientnet_b0":  # Sigmoid/Mul are in onnx_eval; the SE block's Conv too, kept for all
+            pass
+        n_params = sum(int(np.prod(i.dims)) for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT)
+        manifest.append(OrderedDict(file=rel, source=f"torchvision {__import__('torchvision').__version__} "
+                                    + {"mobilenet_v2": "mobilenet_v2(width_mult=0.25, num_classes=10)",
+                                       "resnet18": "ResNet(BasicBlock, [2, 2, 2, 2]) at 1/16 width, num_classes=10",
+                                       "efficientnet_b0": "EfficientNet(b0 setting, width_mult=0.1, depth_mult=1.0), "
+                                                          "num_classes=10"}[name]
+                                    + f", random init, eval mode, 2x3x{sz}x{sz} with a symbolic batch; exported "
+                                      "with training=PRESERVE (the default EVAL export folds BN into Conv)",
+                                    op_types=mf.op_types(proto), input_shape=["batch", 3, sz, sz],
+                                    float_values=n_params, command=f"onnxtune check {rel}", expect="exit 0"))
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    return manifest
+
+
 def main(argv):
     import argparse
     import tempfile
@@ -506,8 +676,11 @@ def main(argv):
         fp = info["expected"]["float64_reference_vs_expected"]
         print(f"{info['case']:40s} loss {info['epoch_mean_loss'][0]:.4f}->{info['epoch_mean_loss'][-1]:.4f}  "
               f"fp32-vs-fp64 rel={fp['max_rel_diff_with_floor']:.2e}  ops={','.join(info['op_types'])}")
+    manifest = build_check_models(os.path.join(tmp or committed, "check"))
+    print(f"check/cnn: {len(manifest)} models")
     if tmp:
         problems = mf._verify_against(os.path.join(committed, "parity"), parity_dir)
+        problems += mf._verify_against(os.path.join(committed, "check", "cnn"), os.path.join(tmp, "check", "cnn"))
         shutil.rmtree(tmp)
         for p in problems:
             print("DRIFT:", p)
