@@ -87,6 +87,13 @@ public static class ArtifactBuilder
                 throw new LoraException($"'{both}' is both a LoRA target and selected as trainable; LoRA keeps the weight it adapts frozen (drop it from --trainable or from --lora).");
         }
         var graphs = TrainingGraphBuilder.Build(source, selection, options.Loss, gradientAccumulation: true, options.Registry, options.BatchNorm);
+        // A training-mode export's BatchNormalization (training_mode=1) would normalise with each batch's statistics
+        // in ONNX Runtime; the inference model, like PyTorch's eval mode, uses the running statistics.
+        if (inference.Graph.Node.Any(n => n.OpType == "BatchNormalization" && n.Attribute.Any(a => a.Name == "training_mode")))
+        {
+            inference = inference.Clone();
+            BatchNormTrainingRewrite.UseRunningStatistics(inference.Graph);
+        }
         var eval = graphs.Eval;
         if (lora is not null && lora.Dropout > 0)
         {

@@ -21,6 +21,7 @@ internal sealed class DoubleConvEmulation(GraphProto graph, Func<string, string>
         {
             "Conv" => e.Conv(node) ? e._nodes : null,
             "ConvTranspose" => e.ConvTranspose(node) ? e._nodes : null,
+            "AveragePool" => e.AveragePool(node) ? e._nodes : null,
             _ => null,
         };
     }
@@ -112,6 +113,46 @@ internal sealed class DoubleConvEmulation(GraphProto graph, Func<string, string>
         if (n.Input.Count > 2 && n.Input[2].Length > 0)
             y = Emit("Add", [y, Emit("Reshape", [n.Input[2], I64([1, -1, .. Enumerable.Repeat(1L, k)])])]);
         _nodes.Add(new NodeProto { OpType = "Identity", Name = name("conv_out"), Input = { y }, Output = { n.Output[0] } });
+        return true;
+    }
+
+    /// <summary>
+    /// AveragePool as the emulated Conv of every channel (folded into the batch) with a kernel of ones: divided by the
+    /// kernel size, or with <c>count_include_pad</c> 0 by the same Conv of a tensor of ones (the in-bounds count).
+    /// ceil_mode and auto_pad are left to the float32 fallback.
+    /// </summary>
+    private bool AveragePool(NodeProto n)
+    {
+        if (Ints(n, "kernel_shape") is not { } kernel || (A(n, "ceil_mode")?.I ?? 0) != 0
+            || A(n, "auto_pad") is { } ap && ap.S.ToStringUtf8() is not ("NOTSET" or "")) return false;
+        var k = kernel.Length;
+        var pads = Ints(n, "pads") ?? new long[2 * k];
+        var includePad = (A(n, "count_include_pad")?.I ?? 0) != 0 || pads.All(p => p == 0);
+        string x = n.Input[0];
+        var planes = Emit("Reshape", [x, I64([-1, 1, .. new long[k]])]); // [N·C, 1, spatial...]
+        var size = kernel.Aggregate(1L, (a, b) => a * b);
+        var weight = name("avgpool_kernel");
+        graph.Initializer.Add(TensorProtos.Double(weight, Enumerable.Repeat(includePad ? 1.0 / size : 1.0, (int)size).ToArray(), [1, 1, .. kernel]));
+        string Pool(string input)
+        {
+            var conv = new NodeProto { OpType = "Conv", Input = { input, weight }, Output = { name("avgpool_sum") } };
+            conv.Attribute.Add(new AttributeProto { Name = "kernel_shape", Type = AttributeProto.Types.AttributeType.Ints, Ints = { kernel } });
+            conv.Attribute.Add(new AttributeProto { Name = "pads", Type = AttributeProto.Types.AttributeType.Ints, Ints = { pads } });
+            foreach (var key in new[] { "strides", "dilations" })
+                if (Ints(n, key) is { } v) conv.Attribute.Add(new AttributeProto { Name = key, Type = AttributeProto.Types.AttributeType.Ints, Ints = { v } });
+            Conv(conv);
+            return conv.Output[0];
+        }
+        var pooled = Pool(planes);
+        if (!includePad)
+        {
+            string zero = name("avgpool_zero"), one = name("avgpool_one");
+            graph.Initializer.Add(TensorProtos.Double(zero, [0.0]));
+            graph.Initializer.Add(TensorProtos.Double(one, [1.0]));
+            pooled = Emit("Div", [pooled, Pool(Emit("Add", [Emit("Mul", [planes, zero]), one]))]);
+        }
+        var target = Emit("Concat", [Slice1(Emit("Shape", [x]), 0, 2), Slice1(Emit("Shape", [pooled]), 2, 2 + k)], IntAttr("axis", 0));
+        _nodes.Add(new NodeProto { OpType = "Reshape", Name = name("avgpool_out"), Input = { pooled, target }, Output = { n.Output[0] } });
         return true;
     }
 

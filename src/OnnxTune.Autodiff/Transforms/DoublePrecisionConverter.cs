@@ -75,7 +75,7 @@ public static class DoublePrecisionConverter
         }
     }
 
-    // ONNX Runtime's CPU provider has no float64 Softplus, LeakyRelu, HardSigmoid, HardSwish, Conv, ConvTranspose, GlobalAveragePool or InstanceNormalization: rewrite them with equivalent ops that
+    // ONNX Runtime's CPU provider has no float64 Softplus, LeakyRelu, HardSigmoid, HardSwish, Conv, ConvTranspose, AveragePool, GlobalAveragePool or InstanceNormalization: rewrite them with equivalent ops that
     // have one, so checks of graphs using them (e.g. the BCE-with-logits loss) keep float64 tolerances.
     private static void RewriteOpsWithoutDoubleKernels(GraphProto g)
     {
@@ -123,7 +123,7 @@ public static class DoublePrecisionConverter
                 replacement = [Node("Mul", [x, alphaName], scaled), Node("Add", [scaled, betaName], shifted), Node("Clip", [shifted, zero, one], clipOut)];
                 if (swish) replacement.Add(Node("Mul", [x, clipOut], y));
             }
-            else if (n.OpType is "Conv" or "ConvTranspose")
+            else if (n.OpType is "Conv" or "ConvTranspose" or "AveragePool")
                 replacement = DoubleConvEmulation.TryRewrite(g, n, Name);
             else if (n.OpType == "GlobalAveragePool")
             {
