@@ -46,6 +46,7 @@ internal static class W4OnnxTune
         });
         ArtifactGenerator.Save(built, suffixDir);
         var setup = wall.Elapsed;
+        var phases = new Dictionary<string, double> { ["split_and_artifacts"] = Peak.Megabytes() };
 
         using var session = TrainingEngine.Open(suffixDir, new TrainingEngineOptions { IntraOpThreads = s.Threads, InterOpThreads = 1, Seed = s.Seed });
         session.LearningRate = s.LearningRate;
@@ -65,7 +66,9 @@ internal static class W4OnnxTune
                 SafeTensor.FromInt64s(BertInputNames.TokenTypeIds, new long[width], width),
             ], SafeTensor.FromInt64s("labels", [trainLabels[i]]));
         }
+        phases["sessions"] = Peak.Megabytes();
         var build = cache.Build(examples);
+        phases["prefix_cache"] = Peak.Megabytes();
         var trainer = new CachedTrainer(session, cache);
         var epochLosses = new List<double>();
         var epochSeconds = new List<double>();
@@ -80,6 +83,7 @@ internal static class W4OnnxTune
             Console.Error.WriteLine($"[onnxtune] epoch {epochLosses.Count}/{plan.Count}: mean loss {r.MeanLoss:F4}, {r.Elapsed.TotalSeconds:F1} s");
         }
         var trainTime = trainClock.Elapsed;
+        phases["train"] = Peak.Megabytes();
         var trainedPath = Path.Combine(work, "onnxtune", "model.onnx");
         session.ExportInferenceModel(trainedPath, modelPath);
         var elapsed = wall.Elapsed;
@@ -110,6 +114,7 @@ internal static class W4OnnxTune
                 ["export_s"] = (elapsed - setup - build.Elapsed - trainTime).TotalSeconds,
             },
             EvalSeconds = evalClock.Elapsed.TotalSeconds,
+            PeakRssAfterMb = phases,
             Threads = s.Threads,
             Notes = $"frozen-prefix cache ({build.Computed} examples through layers 0-3 once, {cache.Bytes / 1e6:F0} MB), length bucket {s.LengthBucket}",
         };

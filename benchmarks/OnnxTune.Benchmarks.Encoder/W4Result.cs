@@ -25,6 +25,8 @@ internal sealed record W4Result
     public IReadOnlyList<double> EpochSeconds { get; init; } = [];
     public IReadOnlyDictionary<string, double> Parts { get; init; } = new Dictionary<string, double>();
     public double EvalSeconds { get; init; }
+    /// <summary>VmHWM at the end of each phase (OnnxTune only): where the peak is reached.</summary>
+    public IReadOnlyDictionary<string, double>? PeakRssAfterMb { get; init; }
     public int Threads { get; init; }
     public string Notes { get; init; } = "";
 
