@@ -202,6 +202,11 @@ def w4_section(rows):
 W5_PARTS = ["encode", "teacher", "prefix_cache", "train", "export", "gate", "promotion", "swap"]
 
 
+def w5_other(r):
+    """Round time outside the RoundStatistics parts (selecting records, replay sampling, the store); swap is inside promotion."""
+    return r["round_seconds"] - sum(r[p + "_seconds"] for p in W5_PARTS if p != "swap")
+
+
 def w5_section(rows):
     runs = [r for r in rows if r.get("mode") == "w5"]
     if not runs:
@@ -210,20 +215,29 @@ def w5_section(rows):
     print(f"W5: hosted rounds through AddOnDeviceFineTuning (IFeedbackWriter, then IFineTuningAdmin.RunRoundAsync), MiniLM + head, "
           f"TrainingThreads {runs[0]['training_threads']}; round = the RunRoundAsync call, trigger to swap (seconds)")
     print()
-    print("| round | outcome | new + replayed | steps | round | " + " | ".join(W5_PARTS) + " | peak RSS MB |")
-    print("|---|---|---:|---:|---:|" + "---:|" * len(W5_PARTS) + "---:|")
+    print("| round | outcome | new + replayed | steps | round | " + " | ".join(W5_PARTS) + " | other | peak RSS MB |")
+    print("|---|---|---:|---:|---:|" + "---:|" * len(W5_PARTS) + "---:|---:|")
     for r in runs:
         print(f"| {r['round']} | {r['outcome']} | {r['new_records']} + {r['replay_records']} | {r['steps']} | {r['round_seconds']:.2f} | "
-              + " | ".join(f"{r[p + '_seconds']:.2f}" for p in W5_PARTS) + f" | {r['peak_rss_mb']:.0f} |")
+              + " | ".join(f"{r[p + '_seconds']:.2f}" for p in W5_PARTS) + f" | {w5_other(r):.2f} | {r['peak_rss_mb']:.0f} |")
     print(f"| median | | | | {median([r['round_seconds'] for r in runs]):.2f} | "
-          + " | ".join(f"{median([r[p + '_seconds'] for r in runs]):.2f}" for p in W5_PARTS) + " | |")
-    print("(swap is part of promotion; promotion = storing the version + swapping the serving session)")
+          + " | ".join(f"{median([r[p + '_seconds'] for r in runs]):.2f}" for p in W5_PARTS)
+          + f" | {median([w5_other(r) for r in runs]):.2f} | |")
+    print("(swap is part of promotion: storing the version + swapping the serving session; other = round − the parts before it)")
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: report.py results.jsonl")
-    main(sys.argv[1])
     _rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip().startswith("{")]
+    if any(r.get("mode") not in ("w4", "w5", "load", "machine") for r in _rows):
+        main(sys.argv[1])
+    else:  # only W4/W5 ran (run.sh --w4/--w5): machine and load lines, then their tables
+        for r in _rows:
+            if r.get("mode") == "machine":
+                print(f"machine: {r['cpu']}, {r['cores']} cores, kernel {r['kernel']}")
+        loads = [r for r in _rows if r.get("mode") == "load"]
+        if loads:
+            print("load averages (1/5/15 min): " + "; ".join(f"{l['phase']} {l['loadavg']}" for l in loads))
     w4_section(_rows)
     w5_section(_rows)

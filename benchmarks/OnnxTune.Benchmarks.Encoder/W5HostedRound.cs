@@ -79,7 +79,7 @@ internal static class W5HostedRound
             o.GoldenSetPath = goldenPath;
             o.TrainingThreads = threads;
             // Rounds start only from RunRoundAsync, so the timer measures exactly one round.
-            o.MinNewFeedback = int.MaxValue;
+            o.MinNewFeedback = 10_000_000; // the largest value options validation accepts
             o.MaxInterval = TimeSpan.FromDays(365);
         });
         using var host = builder.Build();
