@@ -10,8 +10,8 @@
 #   --serving         also run OnnxTune.Benchmarks.Serving (p50/p99 idle, under training, across swaps)
 #   --memory          also run 1000 small rounds (OnnxTune.Benchmarks --memory-rounds 1000)
 #   --w4              issue 14 W4: MiniLM top 2 layers + head on CLINC150 (15,000 utterances, 3 epochs), OnnxTune,
-#                     TorchSharp and PyTorch one after another (~20-30 minutes on a quiet 2-core machine)
-#   --w4-quick        W4 on 1,500 utterances, 1 epoch, 1,000 test utterances (a correctness check, a few minutes)
+#                     TorchSharp and PyTorch one after another (~15-20 minutes on a quiet 2-core machine, estimated)
+#   --w4-quick        W4 on 1,500 utterances, 1 epoch, 1,000 test utterances (a correctness check, 1-2 minutes)
 #   --w5              issue 14 W5: 3 hosted rounds of 400 text records + replay (trigger to swap); the shipped model
 #                     is trained once into artifacts/bench-w5 and reused
 #   --all             --serving, --memory, --w4 and --w5
