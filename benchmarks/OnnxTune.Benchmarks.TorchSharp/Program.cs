@@ -8,6 +8,12 @@ using static TorchSharp.torch;
 
 // TorchSharp peer for issue 5: trains W1–W3 (benchmarks/Workloads/WorkloadSpec.cs) and prints one JSON line each.
 // Usage: [--workloads W1,W2,W3] [--steps N] [--warmup N] [--dump-init DIR]
+//        --w4 --work DIR   W4 of issue 14 instead (EncoderW4.cs)
+if (args.Length == 3 && args[0] == "--w4" && args[1] == "--work")
+{
+    return EncoderW4.Run(args[2]);
+}
+
 var options = BenchOptions.Parse(args);
 if (options is null)
 {

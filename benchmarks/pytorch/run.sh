@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# PyTorch peer (issue 5): Debian's python3-torch with OpenBLAS' OpenMP build. Arguments go to bench.py.
+# PyTorch peer (issue 5): Debian's python3-torch with OpenBLAS' OpenMP build. Arguments go to bench.py;
+# with --w4 first, to w4.py (issue 14: fine-tuning MiniLM on CLINC150).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -23,4 +24,6 @@ fi
 # 2 intra-op threads: torch.set_num_threads(2) in bench.py also sets the OpenMP team OpenBLAS uses.
 export OMP_NUM_THREADS=2
 
-exec /usr/bin/python3 "$here/bench.py" "$@"
+script=bench.py
+if [[ "${1:-}" == "--w4" ]]; then script=w4.py; shift; fi
+exec /usr/bin/python3 "$here/$script" "$@"
