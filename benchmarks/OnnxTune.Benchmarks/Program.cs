@@ -100,7 +100,7 @@ namespace OnnxTune.Benchmarks
     /// <summary>ONNX Runtime session-option variants tried against OnnxTune's defaults (step 3 of issue 5).</summary>
     internal static class SessionVariants
     {
-        public static readonly string[] Names = ["default", "spin", "spin-stop", "parallel", "spin-parallel", "extended", "basic", "no-mem-pattern", "weight-grad-gemm"];
+        public static readonly string[] Names = ["default", "spin", "spin-stop", "parallel", "spin-parallel", "extended", "basic", "no-mem-pattern", "no-arena", "no-arena-no-mem-pattern", "weight-grad-gemm"];
 
         /// <summary>
         /// Applies the variant's session options; "spin-parallel" is what TrainingEngine did before issue 5 with
@@ -122,6 +122,8 @@ namespace OnnxTune.Benchmarks
                 "extended" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                 "basic" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC,
                 "no-mem-pattern" => so => so.EnableMemoryPattern = false,
+                "no-arena" => so => so.EnableCpuMemArena = false,
+                "no-arena-no-mem-pattern" => so => { so.EnableCpuMemArena = false; so.EnableMemoryPattern = false; },
                 _ => throw new ArgumentException($"unknown variant '{name}'"),
             };
         }
