@@ -115,8 +115,10 @@ if [[ $serving == 1 ]]; then
   echo "== serving under training" >&2
   load serving
   "$(bin OnnxTune.Benchmarks.Serving)" | tee -a "$results" >&2
-  # The same with the serving session held to one thread (cores − TrainingThreads on a 2-core machine).
+  # The same with the serving session held to one thread (cores − TrainingThreads on a 2-core machine), and with
+  # two (more threads than the cores training leaves: the trainer's lower priority has to hold the tail).
   "$(bin OnnxTune.Benchmarks.Serving)" --inference-threads 1 | tee -a "$results" >&2
+  "$(bin OnnxTune.Benchmarks.Serving)" --inference-threads 2 | tee -a "$results" >&2
 fi
 if [[ $memory == 1 ]]; then
   echo "== memory: 1000 rounds" >&2

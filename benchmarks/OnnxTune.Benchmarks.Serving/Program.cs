@@ -8,17 +8,21 @@ using OnnxTune.Benchmarks;
 using OnnxTune.Benchmarks.Workloads;
 using OnnxTune.Hosting;
 using OnnxTune.Training;
+using OnnxTune.Training.Sessions;
 
 // Serving under training (issue 5): p50/p99 latency of IModelHandle.Predict (the hosted, swappable session) with
 // the app idle, while a fine-tuning loop runs in the background with the default thread budget
 // (OnDeviceFineTuningOptions.TrainingThreads), across swaps (ModelVersionStore.RollbackAsync every N ms), and both.
 // The served model is W2's architecture (one MiniLM-sized BERT layer + classifier); a request is one sequence.
-// usage: [--requests N] [--think-ms N] [--swap-ms N] [--seq N] [--inference-threads N (OnDeviceFineTuningOptions.InferenceThreads; 0 = ONNX Runtime's default)]
+// The background trainer runs as a hosted round does: a dedicated thread at OnDeviceFineTuningOptions.TrainingNiceness.
+// usage: [--requests N] [--think-ms N] [--swap-ms N] [--seq N] [--inference-threads N (OnDeviceFineTuningOptions.InferenceThreads; 0 = cores − training)]
+//        [--training-niceness N (0 = the trainer at the app's priority, as before issue 14)]
 var requests = Int("--requests", 1000);
 var thinkMs = Int("--think-ms", 2);
 var swapMs = Int("--swap-ms", 250);
 var seq = Int("--seq", 64);
 var inferenceThreads = Int("--inference-threads", 0);
+var trainingNiceness = Int("--training-niceness", new OnDeviceFineTuningOptions().TrainingNiceness);
 var json = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
 var root = Path.Combine(Path.GetTempPath(), $"onnxtune-bench-serving-{Environment.ProcessId}");
@@ -81,6 +85,7 @@ try
         using var ready = new ManualResetEventSlim(!training);
         var trainer = training ? Task.Factory.StartNew(() =>
         {
+            BackgroundThreadPriority.Lower(trainingNiceness);
             using var session = TrainingEngine.Open(artifacts, new TrainingEngineOptions { IntraOpThreads = trainingThreads, InterOpThreads = 1 });
             session.TrainStep(batch);
             session.OptimizerStep();
@@ -128,6 +133,7 @@ try
             ThinkMs = thinkMs,
             Sequence = seq,
             InferenceThreads = inferenceThreads,
+            TrainingNiceness = training ? trainingNiceness : 0,
             P50Ms = Math.Round(Percentile(latencies, 50), 3),
             P99Ms = Math.Round(Percentile(latencies, 99), 3),
             MaxMs = Math.Round(latencies[^1], 3),

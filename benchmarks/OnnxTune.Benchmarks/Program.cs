@@ -10,6 +10,7 @@ using OnnxTune.Training;
 //   (default)          train W1–W3 and print one JSON line per workload (same keys as the peers + a step breakdown)
 //   --sgemm            the SGEMM ceiling through ONNX Runtime: one MatMul per main shape of each workload
 //   --memory-rounds N  N consecutive small fine-tuning rounds; RSS every 100 rounds
+//   --weight-grad-forms  dW = Xᵀ·dY of W2/W3's shapes as Gemm transA=1 vs Transpose + MatMul, interleaved
 // Usage: [--workloads W1,W2,W3] [--steps N] [--warmup N] [--init DIR] [--variant NAME] [--sgemm] [--memory-rounds N]
 //        [--profile PREFIX]  (ONNX Runtime profiling of all three sessions; summarise with profile.py)
 //        [--graph operators|decomposed]  (W2/W3: LayerNorm and GELU as ONNX operators (default) or element-wise ops)
@@ -19,6 +20,11 @@ try
     if (options.Sgemm)
     {
         foreach (var spec in options.Workloads) Print(SgemmCeiling.Measure(spec));
+        return 0;
+    }
+    if (options.WeightGradForms)
+    {
+        foreach (var line in WeightGradientForms.Measure(options.Workloads)) Print(line);
         return 0;
     }
     if (options.MemoryRounds is { } rounds)
@@ -34,7 +40,7 @@ catch (ArgumentException e)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     Console.Error.WriteLine("usage: OnnxTune.Benchmarks [--workloads W1,W2,W3] [--steps N] [--warmup N] [--init DIR] [--variant "
-        + string.Join("|", SessionVariants.Names) + "] [--sgemm] [--memory-rounds N] [--profile PREFIX] [--graph operators|decomposed]");
+        + string.Join("|", SessionVariants.Names) + "] [--sgemm] [--weight-grad-forms] [--memory-rounds N] [--profile PREFIX] [--graph operators|decomposed]");
     return 2;
 }
 
@@ -43,7 +49,7 @@ static void Print(object result) => Console.WriteLine(JsonSerializer.Serialize(r
 namespace OnnxTune.Benchmarks
 {
     internal sealed record BenchArgs(IReadOnlyList<WorkloadSpec> Workloads, int? Steps, int? Warmup, string? InitDirectory,
-        string Variant, bool Sgemm, int? MemoryRounds, string? ProfilePrefix, GraphForm Form = GraphForm.Operators)
+        string Variant, bool Sgemm, int? MemoryRounds, string? ProfilePrefix, GraphForm Form = GraphForm.Operators, bool WeightGradForms = false)
     {
         public static BenchArgs Parse(string[] args)
         {
@@ -52,6 +58,7 @@ namespace OnnxTune.Benchmarks
             string? init = null, profile = null;
             var variant = "default";
             var sgemm = false;
+            var weightGradForms = false;
             var form = GraphForm.Operators;
             for (var i = 0; i < args.Length; i++)
             {
@@ -70,6 +77,7 @@ namespace OnnxTune.Benchmarks
                     case "--init": init = Next(); break;
                     case "--profile": profile = Next(); break;
                     case "--sgemm": sgemm = true; break;
+                    case "--weight-grad-forms": weightGradForms = true; break;
                     case "--graph":
                         form = Next() switch
                         {
@@ -85,16 +93,20 @@ namespace OnnxTune.Benchmarks
                     default: throw new ArgumentException($"unknown argument '{args[i]}'");
                 }
             }
-            return new BenchArgs(workloads, steps, warmup, init, variant, sgemm, rounds, profile, form);
+            return new BenchArgs(workloads, steps, warmup, init, variant, sgemm, rounds, profile, form, weightGradForms);
         }
     }
 
     /// <summary>ONNX Runtime session-option variants tried against OnnxTune's defaults (step 3 of issue 5).</summary>
     internal static class SessionVariants
     {
-        public static readonly string[] Names = ["default", "spin", "spin-stop", "parallel", "spin-parallel", "extended", "basic", "no-mem-pattern"];
+        public static readonly string[] Names = ["default", "spin", "spin-stop", "parallel", "spin-parallel", "extended", "basic", "no-mem-pattern", "no-arena", "no-arena-no-mem-pattern", "weight-grad-gemm"];
 
-        /// <summary>Applies the variant; "spin-parallel" is what TrainingEngine did before issue 5 with InterOpThreads = 1.</summary>
+        /// <summary>
+        /// Applies the variant's session options; "spin-parallel" is what TrainingEngine did before issue 5 with
+        /// InterOpThreads = 1. Graph variants ("weight-grad-gemm": weight gradients as Gemm transA=1, the form before
+        /// issue 14) rewrite the artifacts instead (<see cref="GraphVariants"/>).
+        /// </summary>
         public static void Apply(string name, TrainingEngineOptions options)
         {
             options.Spinning = name switch
@@ -105,11 +117,13 @@ namespace OnnxTune.Benchmarks
             };
             options.ConfigureSessionOptions = name switch
             {
-                "default" or "spin" or "spin-stop" => null,
+                "default" or "spin" or "spin-stop" or "weight-grad-gemm" => null,
                 "parallel" or "spin-parallel" => so => so.ExecutionMode = ExecutionMode.ORT_PARALLEL,
                 "extended" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                 "basic" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC,
                 "no-mem-pattern" => so => so.EnableMemoryPattern = false,
+                "no-arena" => so => so.EnableCpuMemArena = false,
+                "no-arena-no-mem-pattern" => so => { so.EnableCpuMemArena = false; so.EnableMemoryPattern = false; },
                 _ => throw new ArgumentException($"unknown variant '{name}'"),
             };
         }

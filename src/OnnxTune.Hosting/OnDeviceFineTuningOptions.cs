@@ -17,6 +17,7 @@ public sealed class OnDeviceFineTuningOptions
     private const int DefaultBatchSize = 16;
     private const double DefaultLearningRate = 1e-3;
     private const int DefaultTrainingThreads = 1;
+    private const int DefaultTrainingNiceness = 10;
     private const double DefaultGoldenTolerance = 0.015;
     private const double DefaultReplayRatio = 2.0;
     private const double DefaultHeldOutShare = 0.1;
@@ -141,6 +142,15 @@ public sealed class OnDeviceFineTuningOptions
     /// <value>The default value is 1.</value>
     [Range(1, 1024)]
     public int TrainingThreads { get; set; } = DefaultTrainingThreads;
+
+    /// <summary>
+    /// Gets or sets the OS priority of a round's training threads, as a Unix nice value (0–19; 0: the app's own
+    /// priority). While a round trains, predictions then win the cores whenever both are runnable (Linux: the round
+    /// thread's nice value, inherited by ONNX Runtime's pool; Windows: below-normal thread priority).
+    /// </summary>
+    /// <value>The default value is 10.</value>
+    [Range(0, 19)]
+    public int TrainingNiceness { get; set; } = DefaultTrainingNiceness;
 
     /// <summary>Gets or sets the intra-op threads of the serving session (0: the cores training does not use, at least 1).</summary>
     /// <value>The default value is 0.</value>

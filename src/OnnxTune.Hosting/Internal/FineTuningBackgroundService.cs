@@ -310,6 +310,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 HeadParameters = [.. o.HeadParameters],
                 WarmupFraction = o.WarmupFraction,
                 DistillationWeight = o.DistillationWeight,
+                TrainingNiceness = o.TrainingNiceness,
                 PrefixCacheDirectory = o.UsePrefixCache ? Path.Combine(o.ModelStorePath, PrefixCacheFolder) : null,
                 RecordFailed = (r, e) => { lock (failed) failed.Add((r, e)); },
             }, ct).ConfigureAwait(false);

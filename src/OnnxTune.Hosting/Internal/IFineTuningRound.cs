@@ -58,6 +58,10 @@ internal sealed record FineTuningRoundInput(
 
     /// <summary>Factor of the distillation term on replayed records (teacher: the serving model); 0 turns it off.</summary>
     public double DistillationWeight { get; init; }
+
+    /// <summary>Nice value of the round's training thread (and the ONNX Runtime pool it opens); 0: the app's priority.</summary>
+    public int TrainingNiceness { get; init; }
+
     /// <summary>
     /// Called by the engine for a record it cannot use (its encoding throws, or its tensors do not fit); the
     /// engine then goes on without it. The caller quarantines the record. Null: the engine throws as before.

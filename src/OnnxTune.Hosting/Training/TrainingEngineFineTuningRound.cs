@@ -10,6 +10,7 @@ using OnnxTune.Training.Checkpoints;
 using OnnxTune.Training.Loops;
 using OnnxTune.Training.SafeTensors;
 using OnnxTune.Training.Schedules;
+using OnnxTune.Training.Sessions;
 
 namespace OnnxTune.Hosting.Training;
 
@@ -34,8 +35,13 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
     {
         ArgumentNullException.ThrowIfNull(input);
         cancellationToken.ThrowIfCancellationRequested();
-        // Training is CPU-bound for the whole round: keep it off the thread pool.
-        return Task.Factory.StartNew(() => Run(input, cancellationToken), cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        // Training is CPU-bound for the whole round: keep it off the thread pool, on a dedicated thread (it ends with
+        // the round, so its lowered priority never reaches other work) that yields the cores to serving.
+        return Task.Factory.StartNew(() =>
+        {
+            BackgroundThreadPriority.Lower(input.TrainingNiceness);
+            return Run(input, cancellationToken);
+        }, cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
     private FineTuningRoundResult Run(FineTuningRoundInput input, CancellationToken ct)
