@@ -18,11 +18,18 @@ var records = new Option<int>("--records") { Description = "Training records per
 var figures = new Option<bool>("--figures") { Description = "Also measure 1,000 adapters: disk, memory, predict latency, round times." };
 var adapters = new Option<int>("--adapters") { Description = "Adapters loaded for the memory figure.", DefaultValueFactory = _ => 1000 };
 var outDir = new Option<string?>("--out") { Description = "Work folder (default artifacts/personalization)." };
-var root = new RootCommand("OnnxTune per-tenant personalization sample") { perIntent, records, figures, adapters, outDir };
-root.SetAction(async (r, ct) => await RunAsync(r.GetValue(perIntent), r.GetValue(records), r.GetValue(figures), r.GetValue(adapters), r.GetValue(outDir)));
+var epochs = new Option<int?>("--epochs") { Description = "Personalization:EpochsPerRound (default: the library's)." };
+var lr = new Option<double?>("--lr") { Description = "Personalization:LearningRate (default: the library's)." };
+var root = new RootCommand("OnnxTune per-tenant personalization sample") { perIntent, records, figures, adapters, outDir, epochs, lr };
+root.SetAction(async (r, ct) => await RunAsync(r.GetValue(perIntent), r.GetValue(records), r.GetValue(figures), r.GetValue(adapters), r.GetValue(outDir),
+    o =>
+    {
+        if (r.GetValue(epochs) is { } e) o.EpochsPerRound = e;
+        if (r.GetValue(lr) is { } l) o.LearningRate = l;
+    }));
 return await root.Parse(args).InvokeAsync();
 
-static async Task<int> RunAsync(int perIntent, int recordsPerTenant, bool figures, int adapterCount, string? outDir)
+static async Task<int> RunAsync(int perIntent, int recordsPerTenant, bool figures, int adapterCount, string? outDir, Action<PersonalizationOptions> tune)
 {
     var wall = Stopwatch.StartNew();
     var dir = Path.GetFullPath(outDir ?? Path.Combine(Clinc150.RepoRoot(), "artifacts", "personalization"));
@@ -51,6 +58,7 @@ static async Task<int> RunAsync(int perIntent, int recordsPerTenant, bool figure
         o.TrainingThreads = 2;
         o.Personalization.Enabled = true;      // one LoRA adapter per PartitionKey
         o.Personalization.MinNewFeedback = 1_000_000; // adapter rounds only on request here
+        tune(o.Personalization);
     });
     using var host = builder.Build();
     await host.StartAsync();
@@ -101,7 +109,7 @@ static async Task<int> RunAsync(int perIntent, int recordsPerTenant, bool figure
         await Figures(host.Services, classifier, writer, fineTuning, admin, data, tenants, store, adapterCount, roundTimes);
     await host.StopAsync();
     Console.WriteLine($"done in {wall.Elapsed.TotalSeconds:F0} s");
-    return 0;
+    return admin.ListAdapters().Count == tenants.Count ? 0 : 1;
 }
 
 static async Task Figures(IServiceProvider services, ITextClassifier classifier, IFeedbackWriter writer, IFineTuningAdmin fineTuning, IPersonalizationAdmin admin,

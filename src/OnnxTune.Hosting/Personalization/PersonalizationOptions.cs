@@ -61,11 +61,11 @@ public sealed class PersonalizationOptions
     /// distilled toward the shared model (<see cref="OnDeviceFineTuningOptions.DistillationWeight"/>), so that an adapter
     /// keeps what the shared model knows about everything its key does not correct.
     /// </summary>
-    /// <value>The default value is 4.</value>
+    /// <value>The default value is 10.</value>
     [Range(0.0, 100.0)]
-    public double ReplayRatio { get; set; } = 4.0;
+    public double ReplayRatio { get; set; } = 10.0;
 
-    /// <summary>Gets or sets how much lower (absolute accuracy) than the shared model an adapter may score on the golden reference.</summary>
+    /// <summary>Gets or sets how much lower (absolute accuracy, and at least one record) than the shared model an adapter may score on the golden reference.</summary>
     /// <value>The default value is 0.05: a key's own conventions may differ from the golden set's on a few classes.</value>
     [Range(0.0, 1.0)]
     public double MaxGoldenDrop { get; set; } = 0.05;

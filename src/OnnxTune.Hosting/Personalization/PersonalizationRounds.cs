@@ -144,7 +144,9 @@ internal sealed partial class PersonalizationRounds(FineTunedModel model, IFineT
             reasons.Add("the adapter's outputs or weights are not finite");
         if (candHeld is { } ch && sharedHeld is { } sh && ch < sh)
             reasons.Add($"on the key's {heldOut.Count} held-out records the adapter scores {ch:P1}, the shared model {sh:P1}");
-        if (candGolden is { } cg && sharedGoldenAcc is { } sg && cg < sg - Options.MaxGoldenDrop)
+        // The margin is at least one record: on a small golden sample one record is more than MaxGoldenDrop.
+        var goldenLost = golden.Count == 0 ? 0 : (int)Math.Round(((sharedGoldenAcc ?? 0) - (candGolden ?? 0)) * golden.Count);
+        if (candGolden is { } cg && sharedGoldenAcc is { } sg && goldenLost > Math.Max(1, (int)Math.Floor(Options.MaxGoldenDrop * golden.Count)))
             reasons.Add($"on {golden.Count} golden records (of classes the key does not relabel) the adapter scores {cg:P1}, more than {Options.MaxGoldenDrop:P1} below the shared model's {sg:P1}");
         AdapterInfo? promoted = null;
         if (reasons.Count == 0)
