@@ -64,6 +64,8 @@ try
             session.OptimizerStep();
             var dir = Directory.CreateDirectory(Path.Combine(versions.Root, "v" + v.ToString("D6", CultureInfo.InvariantCulture)));
             session.ExportInferenceModel(Path.Combine(dir.FullName, ModelVersionStore.ModelFileName));
+            // Only versions a gate promoted are kept (listed, rolled back to); these stand in for two such rounds.
+            File.WriteAllText(Path.Combine(dir.FullName, ModelVersionStore.PromotedMarkerFileName), "");
         }
     }
 
