@@ -26,6 +26,8 @@ public sealed class PersonalizationTests(TextModelFixture model, ITestOutputHelp
     private Task<Harness> StartAsync(Action<OnDeviceFineTuningOptions>? configure = null) => Harness.StartAsync(_dir, round: null, o =>
     {
         o.ArtifactsPath = model.ArtifactsPath;
+        // The shipped model's training data: adapter rounds rehearse the classes a tenant does not relabel from it.
+        o.ReplaySetPath = ReplaySet();
         o.MinNewFeedback = 10;
         o.HeldOutShare = 0.2;
         o.MinHeldOutImprovement = 0;
@@ -38,6 +40,14 @@ public sealed class PersonalizationTests(TextModelFixture model, ITestOutputHelp
         o.Personalization.MinNewFeedback = 5;
         configure?.Invoke(o);
     });
+
+    private string ReplaySet()
+    {
+        var path = _dir.Sub("replay.jsonl");
+        if (!File.Exists(path))
+            File.WriteAllLines(path, model.Train.Select(e => System.Text.Json.JsonSerializer.Serialize(new { text = e.Text, label = e.Label })));
+        return path;
+    }
 
     private static double Accuracy(ITextClassifier classifier, IEnumerable<(string Text, string Label)> examples, string? key)
     {
@@ -129,7 +139,12 @@ public sealed class PersonalizationTests(TextModelFixture model, ITestOutputHelp
     [Fact]
     public async Task An_adapter_is_never_applied_to_another_base_and_is_retrained_rolled_back_and_reloaded_after_restart()
     {
-        var h = await StartAsync(o => o.Personalization.MaxLoadedAdapterBytes = 1);
+        // No replay set: this test retrains on the untrained base model, whose scores would be a meaningless teacher.
+        var h = await StartAsync(o =>
+        {
+            o.ReplaySetPath = null;
+            o.Personalization.MaxLoadedAdapterBytes = 1;
+        });
         try
         {
             var classifier = h.Host.Services.GetRequiredKeyedService<ITextClassifier>(h.Name);
@@ -187,7 +202,7 @@ public sealed class PersonalizationTests(TextModelFixture model, ITestOutputHelp
         }
 
         // Adapters are durable: a restarted host serves them without retraining.
-        var again = await StartAsync();
+        var again = await StartAsync(o => o.ReplaySetPath = null);
         try
         {
             var classifier = again.Host.Services.GetRequiredKeyedService<ITextClassifier>(again.Name);
