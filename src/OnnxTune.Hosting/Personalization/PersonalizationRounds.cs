@@ -70,7 +70,8 @@ internal sealed partial class PersonalizationRounds(FineTunedModel model, IFineT
         var heldOut = usable.Where(r => r.HeldOut).ToList();
         if (train.Count == 0) return null;
         var latest = records.Max(r => r.Sequence);
-        var attempt = (registry.Get(key)?.NextVersion ?? 1) + (registry.Get(key)?.AttemptedThroughSequence ?? 0);
+        var prior = registry.Get(key);
+        var attempt = (prior?.NextVersion ?? 1) + (prior?.AttemptedThroughSequence ?? 0);
         var work = Path.Combine(roundsRoot, $"adapter-{Guid.NewGuid():N}");
         AdapterRoundCompletedEventArgs completed;
         try
@@ -115,7 +116,12 @@ internal sealed partial class PersonalizationRounds(FineTunedModel model, IFineT
             catch (UnauthorizedAccessException) { }
         }
         // Rejected or failed data is not retried until the key has new records (or the shared model changes).
-        try { registry.RecordAttempt(key, latest, records.Count(r => !r.HeldOut), fingerprint); }
+        try
+        {
+            registry.RecordAttempt(key, latest, records.Count(r => !r.HeldOut), fingerprint);
+            // LoRA artifacts of shared models no adapter serves on any more are hundreds of MB each: keep the newest few.
+            bases.Prune(registry.All().Select(s => s.Serving?.BaseFingerprint).OfType<string>().Append(fingerprint).ToHashSet(StringComparer.Ordinal));
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { LogAdapterRoundFailed(Logger, model.Name, e); }
         model.Events.OnAdapterRoundCompleted(completed, e => Log.EventHandlerFailed(Logger, model.Name, nameof(FineTuningEvents.AdapterRoundCompleted), e));
         return completed;
