@@ -154,6 +154,33 @@ public abstract class FeedbackStoreContract : IDisposable
     }
 
     [SkippableFact]
+    public async Task Partitions_summarise_each_key_and_return_its_newest_records_in_sequence_order()
+    {
+        var store = Open();
+        Assert.IsAssignableFrom<IPartitionedFeedbackStore>(store);
+        var partitioned = (IPartitionedFeedbackStore)store;
+        string?[] keys = ["tenant-b", null, "tenant-a", "tenant-b", "tenant-a", "tenant-b", "Tenant-a"];
+        for (var i = 0; i < keys.Length; i++)
+            await store.AppendAsync(Record($"r{i}", "u", heldOut: i == 5) with { PartitionKey = keys[i] });
+
+        var all = await partitioned.GetPartitionsAsync(long.MaxValue);
+        // Ordinal order (upper case first), records without a key in no partition.
+        Assert.Equal(["Tenant-a", "tenant-a", "tenant-b"], all.Select(p => p.PartitionKey));
+        Assert.Equal(new PartitionSummary("tenant-b", 2, 1, 6), all[2]);
+        Assert.Equal(new PartitionSummary("tenant-a", 2, 0, 5), all[1]);
+        var early = await partitioned.GetPartitionsAsync(4);
+        Assert.Equal([new PartitionSummary("tenant-a", 1, 0, 3), new PartitionSummary("tenant-b", 2, 0, 4)], early);
+
+        var newest = await partitioned.GetPartitionAsync("tenant-b", long.MaxValue, 2);
+        Assert.Equal(["r3", "r5"], newest.Select(r => r.Id));
+        Assert.True(newest[1].HeldOut);
+        Assert.All(newest, r => Assert.Equal("tenant-b", r.PartitionKey));
+        Assert.Equal(["r0", "r3"], (await partitioned.GetPartitionAsync("tenant-b", 5, 10)).Select(r => r.Id));
+        Assert.Empty(await partitioned.GetPartitionAsync("nobody", long.MaxValue, 10));
+        Assert.Empty(await partitioned.GetPartitionAsync("tenant-a", long.MaxValue, 0));
+    }
+
+    [SkippableFact]
     public async Task The_latest_sequence_is_the_highest_ever_assigned_even_after_deletions()
     {
         var store = Open();

@@ -5,12 +5,13 @@ using OnnxTune.Cli.Text;
 using OnnxTune.Training;
 using OnnxTune.Training.Data;
 using OnnxTune.Training.Loops;
+using OnnxTune.Training.Schedules;
 using OnnxTune.Training.Trained;
 
 namespace OnnxTune.Cli.Commands;
 
 /// <summary>Settings of one <c>onnxtune train</c> run.</summary>
-internal sealed record TrainSettings(string Artifacts, string Data, string Out, int Epochs = 1, int BatchSize = 1, double? LearningRate = null, int? Seed = null, bool Shuffle = true, int ReplayPerClass = TrainCommand.DefaultReplayPerClass);
+internal sealed record TrainSettings(string Artifacts, string Data, string Out, int Epochs = 1, int BatchSize = 1, double? LearningRate = null, int? Seed = null, bool Shuffle = true, int ReplayPerClass = TrainCommand.DefaultReplayPerClass, string Schedule = "constant", double WarmupRatio = 0);
 
 /// <summary>Outcome of a training run (what the command prints, for tests and callers).</summary>
 internal sealed record TrainResult(IReadOnlyList<double> EpochMeanLosses, IReadOnlyList<float> StepLosses, long Steps, TimeSpan TrainingTime, string ModelPath, string CheckpointPath);
@@ -32,14 +33,16 @@ internal static class TrainCommand
         var seed = new Option<int?>("--seed") { Description = "Seed of the shuffling and of random ops such as Dropout (default 0).", HelpName = "n" };
         var noShuffle = new Option<bool>("--no-shuffle") { Description = "Take batches in file order, keeping the last partial batch (DataLoader shuffle=False)." };
         var replay = new Option<int>("--replay-per-class") { Description = $"Text data: examples per label written to replay.jsonl, the replay set hosting rehearses against forgetting (0: none).", DefaultValueFactory = _ => DefaultReplayPerClass, HelpName = "n" };
+        var schedule = new Option<string>("--schedule") { Description = "Learning rate over the run, as Hugging Face transformers' schedules: constant, linear (warm-up, then linear decay to 0 at the last step) or cosine.", DefaultValueFactory = _ => "constant", HelpName = "kind" };
+        var warmup = new Option<double>("--warmup-ratio") { Description = "Fraction of the run's steps spent warming the learning rate up linearly from 0 (0 to 1).", DefaultValueFactory = _ => 0, HelpName = "x" };
         var command = new Command("train", "Train over an artifacts folder; writes the exported model and a checkpoint.")
         {
-            artifacts, data, output, epochs, batch, lr, seed, noShuffle, replay,
+            artifacts, data, output, epochs, batch, lr, seed, noShuffle, replay, schedule, warmup,
         };
         command.SetAction(r => OnnxTuneCli.Guard(context, () =>
         {
             Run(context, new TrainSettings(r.GetValue(artifacts)!, r.GetValue(data)!, r.GetValue(output)!,
-                r.GetValue(epochs), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), !r.GetValue(noShuffle), r.GetValue(replay)));
+                r.GetValue(epochs), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), !r.GetValue(noShuffle), r.GetValue(replay), r.GetValue(schedule)!, r.GetValue(warmup)));
             return 0;
         }));
         return command;
@@ -51,6 +54,8 @@ internal static class TrainCommand
         if (s.ReplayPerClass < 0) throw new CliArgumentException($"--replay-per-class must be 0 or more (got {s.ReplayPerClass}).");
         if (s.BatchSize < 1) throw new CliArgumentException($"--batch-size must be at least 1 (got {s.BatchSize}).");
         if (s.LearningRate is { } l && !(double.IsFinite(l) && l >= 0)) throw new CliArgumentException($"--lr must be a finite value >= 0 (got {l}).");
+        if (!(s.WarmupRatio is >= 0 and <= 1)) throw new CliArgumentException($"--warmup-ratio must be between 0 and 1 (got {s.WarmupRatio}).");
+        if (s.Schedule is not ("constant" or "linear" or "cosine")) throw new CliArgumentException($"--schedule must be constant, linear or cosine (got '{s.Schedule}').");
         var artifactsDir = context.FullPath(s.Artifacts);
         var outDir = context.FullPath(s.Out);
         var manifest = ArtifactManifest.Load(artifactsDir);
@@ -76,9 +81,18 @@ internal static class TrainCommand
         }
         using var engine = TrainingEngine.Open(artifactsDir, new TrainingEngineOptions { Seed = seed });
         if (s.LearningRate is { } lr) engine.LearningRate = lr;
+        var totalSteps = (long)batches.BatchesPerEpoch * s.Epochs;
+        var warmupSteps = (long)Math.Ceiling(s.WarmupRatio * totalSteps);
+        var peak = engine.LearningRate;
+        ILearningRateSchedule? lrSchedule = s.Schedule switch
+        {
+            "linear" => LearningRateSchedules.LinearWithWarmup(peak, warmupSteps, totalSteps),
+            "cosine" => LearningRateSchedules.CosineWithWarmup(peak, warmupSteps, totalSteps),
+            _ => warmupSteps > 0 ? LearningRateSchedules.ConstantWithWarmup(peak, warmupSteps) : null,
+        };
 
         var w = context.Out;
-        w.WriteLine($"training {batches.ExamplesPerEpoch} samples, {batches.BatchesPerEpoch} batches of up to {s.BatchSize} per epoch, {s.Epochs} epoch(s), {order}, lr {engine.LearningRate.ToString("G6", CultureInfo.InvariantCulture)}");
+        w.WriteLine($"training {batches.ExamplesPerEpoch} samples, {batches.BatchesPerEpoch} batches of up to {s.BatchSize} per epoch, {s.Epochs} epoch(s), {order}, lr {engine.LearningRate.ToString("G6", CultureInfo.InvariantCulture)}{(lrSchedule is null ? "" : $" ({s.Schedule} schedule, {warmupSteps} warm-up steps)")}");
         TextProgress? bar = null;
         var progress = new InlineProgress<TrainingStepProgress>(p =>
         {
@@ -92,6 +106,7 @@ internal static class TrainCommand
             result = TrainingLoop.Run(engine, batches, new TrainingLoopOptions
             {
                 Epochs = s.Epochs,
+                Schedule = lrSchedule,
                 Progress = progress,
                 RecordStepLosses = true,
                 StopAfterEpoch = e =>
@@ -108,6 +123,8 @@ internal static class TrainCommand
             bar?.Clear();
             throw new TrainingDivergedException(e.Message + " Nothing was written; lower --lr.", e.Epoch, e.Batch, e.Loss);
         }
+        // The schedule leaves its last value (0 for a decay); the checkpoint keeps the peak for later rounds.
+        engine.LearningRate = peak;
         var epochLosses = result.Epochs.Select(e => e.MeanBatchLoss).ToList();
         var stepLosses = result.StepLosses;
 

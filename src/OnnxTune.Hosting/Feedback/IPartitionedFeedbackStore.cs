@@ -9,7 +9,7 @@ public sealed record PartitionSummary(string PartitionKey, long TrainingRecords,
 
 /// <summary>
 /// Reads feedback by partition key (tenant or user), for personalization: each key's records train its own adapter.
-/// <see cref="SqliteFeedbackStore"/> and the PostgreSQL store implement it; personalization needs it.
+/// <see cref="SqliteFeedbackStore"/> and <c>PostgreSqlFeedbackStore</c> implement it; personalization needs it.
 /// </summary>
 public interface IPartitionedFeedbackStore
 {

@@ -83,7 +83,7 @@ internal sealed class FineTunedModel : IVersionActivator, IDisposable
     {
         var key = (Options.ConfigurationPath ?? OnDeviceFineTuningOptionsValidator.KeyPrefix(Name, OnDeviceFineTuningOptions.DefaultSectionName)) + ":Personalization:Enabled";
         if (store is not IPartitionedFeedbackStore)
-            throw new OnnxTuneException($"{key} is true, but the feedback store ({store.GetType().Name}) does not implement IPartitionedFeedbackStore (SqliteFeedbackStore does).");
+            throw new OnnxTuneException($"{key} is true, but the feedback store ({store.GetType().Name}) does not implement IPartitionedFeedbackStore (SqliteFeedbackStore and PostgreSqlFeedbackStore do).");
         if (sharedVersions is not null)
             throw new OnnxTuneException($"{key} is true, but the model uses a shared version registry (several instances): adapters are kept per instance, which is not supported yet.");
         if (Manifest.Loss.Kind != Autodiff.Artifacts.LossKind.CrossEntropy)

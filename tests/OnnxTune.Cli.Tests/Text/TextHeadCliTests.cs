@@ -213,6 +213,52 @@ public sealed partial class TextHeadCliTests(MiniLmTextFixture fx, ITestOutputHe
         Assert.Equal([1L, 6L, 3L], outputs[0].GetTensorTypeAndShape().Shape);
     }
 
+    [Fact]
+    public void Train_schedule_warms_up_from_zero_and_decays_linearly()
+    {
+        using var work = new TempDir();
+        File.Copy(fx["model.onnx"], work["model.onnx"]);
+        File.Copy(fx["vocab.txt"], work["vocab.txt"]);
+        CliRunner.Run(work.Path, "artifacts", "model.onnx", "--out", "art", "--head", "token-classification", "--classes", "3", "--trainable-layers", "1", "--lr", "0.003").Expect(0);
+        long[] ids = [101, 2054, 2003, 1996, 102, 0, 101, 2377, 2070, 102, 0, 0];
+        long[] mask = ids.Select(i => i == 0 ? 0L : 1L).ToArray();
+        long[] labels = ids.Select(i => i is 0 or 101 or 102 ? -100L : i % 3).ToArray();
+        new OnnxTune.Training.SafeTensors.SafeTensorsFile(
+        [
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("input_ids", ids, 2, 6),
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("attention_mask", mask, 2, 6),
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("token_type_ids", new long[12], 2, 6),
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("labels", labels, 2, 6),
+        ]).Write(work["tokens.safetensors"]);
+        var context = new CliContext(TextWriter.Null, TextWriter.Null, work.Path);
+        float[] Logits(string dir)
+        {
+            using var session = new InferenceSession(work[dir + "/model.onnx"]);
+            using var idsValue = OrtValue.CreateTensorValueFromMemory(ids[..6], [1, 6]);
+            using var maskValue = OrtValue.CreateTensorValueFromMemory(mask[..6], [1, 6]);
+            using var typesValue = OrtValue.CreateTensorValueFromMemory(new long[6], [1, 6]);
+            using var outputs = session.Run(new RunOptions(), ["input_ids", "attention_mask", "token_type_ids"], [idsValue, maskValue, typesValue], ["logits"]);
+            return outputs[0].GetTensorDataAsSpan<float>().ToArray();
+        }
+
+        // One step: with the whole run as warm-up its learning rate is 0, so nothing moves (as with --lr 0).
+        TrainCommand.Run(context, new TrainSettings("art", "tokens.safetensors", "untouched", BatchSize: 2, LearningRate: 0, Shuffle: false));
+        TrainCommand.Run(context, new TrainSettings("art", "tokens.safetensors", "warmup", BatchSize: 2, Shuffle: false, Schedule: "linear", WarmupRatio: 1));
+        TrainCommand.Run(context, new TrainSettings("art", "tokens.safetensors", "constant", BatchSize: 2, Shuffle: false));
+        Assert.Equal(Logits("untouched"), Logits("warmup"));
+        Assert.NotEqual(Logits("untouched"), Logits("constant"));
+
+        // Two epochs of one step, linear decay without warm-up: lr 0.003, then 0.0015, so not the constant run's second step.
+        var decayed = TrainCommand.Run(context, new TrainSettings("art", "tokens.safetensors", "decay", Epochs: 2, BatchSize: 2, Shuffle: false, Schedule: "linear"));
+        TrainCommand.Run(context, new TrainSettings("art", "tokens.safetensors", "constant2", Epochs: 2, BatchSize: 2, Shuffle: false));
+        Assert.Equal(2, decayed.Steps);
+        Assert.NotEqual(Logits("constant2"), Logits("decay"));
+        Assert.NotEqual(Logits("constant"), Logits("decay"));
+
+        CliRunner.Run(work.Path, "train", "art", "--data", "tokens.safetensors", "--out", "bad", "--schedule", "step").ExpectFailure("--schedule");
+        CliRunner.Run(work.Path, "train", "art", "--data", "tokens.safetensors", "--out", "bad", "--warmup-ratio", "1.5").ExpectFailure("--warmup-ratio");
+    }
+
     [GeneratedRegex(@"graph nodes: inference (\d+), training (\d+)")]
     private static partial Regex NodeCounts();
 
