@@ -26,7 +26,7 @@ internal static class CheckCommand
         var model = new Argument<string>("model.onnx") { Description = "Inference model to check." };
         var shared = new SelectionAndLossOptions("Loss to differentiate (default: sum(output * R) for a fixed random R; 'none' does the same).");
         var seed = new Option<int?>("--seed") { Description = "Seed of the random inputs, labels, R and sampled elements (default 0).", HelpName = "n" };
-        var dims = new Option<string[]>("--dim") { Description = "Value of a symbolic dim, e.g. --dim batch=3 (repeatable; default 2).", HelpName = "name=value" };
+        var dims = new Option<string[]>("--dim") { Description = "Value of a symbolic dim, e.g. --dim batch=3 (repeatable; default 2, and a batch dim large enough for every BatchNormalization to normalise 8 values per channel).", HelpName = "name=value" };
         var layers = new Option<int?>("--trainable-layers") { Description = "Check the head plus the top k encoder layers only (BERT-style encoders; combines with --trainable/--frozen).", HelpName = "k" };
         var command = new Command("check", "Compare the generated gradients with central finite differences on random inputs.") { model, seed, dims, layers };
         shared.AddTo(command);
@@ -71,7 +71,8 @@ internal static class CheckCommand
         }
         var w = context.Out;
         var nameWidth = Math.Max(9, report.Parameters.Select(p => p.Name.Length).DefaultIfEmpty(0).Max());
-        w.WriteLine($"gradient check of {Path.GetFileName(path)}: {(report.DoublePrecision ? "float64" : "float32")}, tolerance {F(report.Tolerance)}, seed {report.Seed}, loss {F(report.Loss)}");
+        var dims = report.DimValues.Count == 0 ? "" : ", " + string.Join(", ", report.DimValues.Select(d => $"{d.Key}={d.Value}"));
+        w.WriteLine($"gradient check of {Path.GetFileName(path)}: {(report.DoublePrecision ? "float64" : "float32")}, tolerance {F(report.Tolerance)} (absolute {F(report.AbsoluteTolerance)}), seed {report.Seed}{dims}, loss {F(report.Loss)}");
         w.WriteLine($"  {"parameter".PadRight(nameWidth)}  {"max rel err",12}  {"max abs err",12}  {"checked",7}  result");
         foreach (var p in report.Parameters)
             w.WriteLine($"  {p.Name.PadRight(nameWidth)}  {F(p.MaxRelativeError),12}  {F(p.MaxAbsoluteError),12}  {p.ElementsChecked,7}  {(p.Passed ? "ok" : "MISMATCH")}");
