@@ -31,7 +31,8 @@ public sealed record GradientCheckOptions
     /// Fewest values per channel that each BatchNormalization using batch statistics normalises over (default 8). The
     /// batch dims the check sizes itself (symbolic dim 0 of a layer's input, not in <see cref="DimValues"/>) are raised
     /// to reach it: over 2 values a BN layer outputs ±1 whatever its input, with a gain up to 1/√ε where the two values
-    /// meet, and finite differences cannot resolve the network behind it (a MobileNetV2 at 1×1 spatial size). 1 turns it off.
+    /// meet, and at such an input no finite-difference step resolves the network behind it (seen on a MobileNetV2,
+    /// whose last stages are 1×1). 1 turns it off.
     /// </summary>
     public int MinBatchNormValuesPerChannel { get; init; } = 8;
 
