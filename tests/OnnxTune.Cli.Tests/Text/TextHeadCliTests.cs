@@ -185,20 +185,9 @@ public sealed partial class TextHeadCliTests(MiniLmTextFixture fx, ITestOutputHe
     public void Token_classification_head_trains_from_safetensors_with_ignored_positions()
     {
         using var work = new TempDir();
-        File.Copy(fx["model.onnx"], work["model.onnx"]);
-        File.Copy(fx["vocab.txt"], work["vocab.txt"]);
-        CliRunner.Run(work.Path, "artifacts", "model.onnx", "--out", "art", "--head", "token-classification", "--classes", "3", "--trainable-layers", "1", "--lr", "0.003").Expect(0);
         // [CLS] w w w [SEP] [PAD] rows; special tokens and padding carry -100.
         long[] ids = [101, 2054, 2003, 1996, 102, 0, 101, 2377, 2070, 102, 0, 0, 101, 3198, 2019, 8285, 2005, 102, 101, 2131, 102, 0, 0, 0];
-        long[] mask = ids.Select(i => i == 0 ? 0L : 1L).ToArray();
-        long[] labels = ids.Select(i => i is 0 or 101 or 102 ? -100L : i % 3).ToArray();
-        new OnnxTune.Training.SafeTensors.SafeTensorsFile(
-        [
-            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("input_ids", ids, 4, 6),
-            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("attention_mask", mask, 4, 6),
-            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("token_type_ids", new long[24], 4, 6),
-            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("labels", labels, 4, 6),
-        ]).Write(work["tokens.safetensors"]);
+        var mask = TokenClassificationSetup(work, ids, rows: 4);
         var result = TrainCommand.Run(new CliContext(TextWriter.Null, TextWriter.Null, work.Path),
             new TrainSettings("art", "tokens.safetensors", "trained", Epochs: 8, BatchSize: 2, Seed: 0));
         log.WriteLine(string.Join(", ", result.EpochMeanLosses.Select(l => l.ToString("F4", CultureInfo.InvariantCulture))));
@@ -217,19 +206,8 @@ public sealed partial class TextHeadCliTests(MiniLmTextFixture fx, ITestOutputHe
     public void Train_schedule_warms_up_from_zero_and_decays_linearly()
     {
         using var work = new TempDir();
-        File.Copy(fx["model.onnx"], work["model.onnx"]);
-        File.Copy(fx["vocab.txt"], work["vocab.txt"]);
-        CliRunner.Run(work.Path, "artifacts", "model.onnx", "--out", "art", "--head", "token-classification", "--classes", "3", "--trainable-layers", "1", "--lr", "0.003").Expect(0);
         long[] ids = [101, 2054, 2003, 1996, 102, 0, 101, 2377, 2070, 102, 0, 0];
-        long[] mask = ids.Select(i => i == 0 ? 0L : 1L).ToArray();
-        long[] labels = ids.Select(i => i is 0 or 101 or 102 ? -100L : i % 3).ToArray();
-        new OnnxTune.Training.SafeTensors.SafeTensorsFile(
-        [
-            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("input_ids", ids, 2, 6),
-            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("attention_mask", mask, 2, 6),
-            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("token_type_ids", new long[12], 2, 6),
-            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("labels", labels, 2, 6),
-        ]).Write(work["tokens.safetensors"]);
+        var mask = TokenClassificationSetup(work, ids, rows: 2);
         var context = new CliContext(TextWriter.Null, TextWriter.Null, work.Path);
         float[] Logits(string dir)
         {
@@ -257,6 +235,27 @@ public sealed partial class TextHeadCliTests(MiniLmTextFixture fx, ITestOutputHe
 
         CliRunner.Run(work.Path, "train", "art", "--data", "tokens.safetensors", "--out", "bad", "--schedule", "step").ExpectFailure("--schedule");
         CliRunner.Run(work.Path, "train", "art", "--data", "tokens.safetensors", "--out", "bad", "--warmup-ratio", "1.5").ExpectFailure("--warmup-ratio");
+    }
+
+    /// <summary>
+    /// Token-classification artifacts ("art", 3 classes, top layer trainable) and tokens.safetensors from rows of 6 ids
+    /// (labels: id % 3, -100 on special tokens and padding); returns the attention mask.
+    /// </summary>
+    private long[] TokenClassificationSetup(TempDir work, long[] ids, int rows)
+    {
+        File.Copy(fx["model.onnx"], work["model.onnx"]);
+        File.Copy(fx["vocab.txt"], work["vocab.txt"]);
+        CliRunner.Run(work.Path, "artifacts", "model.onnx", "--out", "art", "--head", "token-classification", "--classes", "3", "--trainable-layers", "1", "--lr", "0.003").Expect(0);
+        long[] mask = ids.Select(i => i == 0 ? 0L : 1L).ToArray();
+        long[] labels = ids.Select(i => i is 0 or 101 or 102 ? -100L : i % 3).ToArray();
+        new OnnxTune.Training.SafeTensors.SafeTensorsFile(
+        [
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("input_ids", ids, rows, 6),
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("attention_mask", mask, rows, 6),
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("token_type_ids", new long[ids.Length], rows, 6),
+            OnnxTune.Training.SafeTensors.SafeTensor.FromInt64s("labels", labels, rows, 6),
+        ]).Write(work["tokens.safetensors"]);
+        return mask;
     }
 
     [GeneratedRegex(@"graph nodes: inference (\d+), training (\d+)")]
