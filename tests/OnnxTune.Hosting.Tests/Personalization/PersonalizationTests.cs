@@ -158,10 +158,13 @@ public sealed class PersonalizationTests(TextModelFixture model, ITestOutputHelp
     public async Task An_adapter_is_never_applied_to_another_base_and_is_retrained_rolled_back_and_reloaded_after_restart()
     {
         // No replay set: this test retrains on the untrained base model, whose scores would be a meaningless teacher.
+        // Nor a golden bound: on that base the shared model scores ~10% on 20 golden records, so one record decides
+        // (CI saw 10% -> 0% reject a retrained adapter); the test is about the adapter's base binding, not that gate.
         var h = await StartAsync(o =>
         {
             o.ReplaySetPath = null;
             o.Personalization.MaxLoadedAdapterBytes = 1;
+            o.Personalization.MaxGoldenDrop = 1.0;
         });
         try
         {
