@@ -90,6 +90,8 @@ internal static class TrainCommand
             "cosine" => LearningRateSchedules.CosineWithWarmup(peak, warmupSteps, totalSteps),
             _ => warmupSteps > 0 ? LearningRateSchedules.ConstantWithWarmup(peak, warmupSteps) : null,
         };
+        if (lrSchedule is not null && engine.Schedule is { } stored)
+            throw new CliArgumentException($"--schedule {s.Schedule} / --warmup-ratio: the checkpoint in '{artifactsDir}' already carries a '{stored.State.Kind}' learning-rate schedule, which train follows; leave both options out.");
 
         var w = context.Out;
         w.WriteLine($"training {batches.ExamplesPerEpoch} samples, {batches.BatchesPerEpoch} batches of up to {s.BatchSize} per epoch, {s.Epochs} epoch(s), {order}, lr {engine.LearningRate.ToString("G6", CultureInfo.InvariantCulture)}{(lrSchedule is null ? "" : $" ({s.Schedule} schedule, {warmupSteps} warm-up steps)")}");
