@@ -117,6 +117,7 @@ public sealed record ArtifactManifest
         if (string.IsNullOrEmpty(Loss.LossOutputName)) throw Bad("loss.loss_output_name", "is missing or empty; expected the scalar loss output name (\"loss\")");
         if (Loss.Kind != LossKind.None && string.IsNullOrEmpty(Loss.LabelName))
             throw Bad("loss.label_name", $"is missing or empty; loss '{Loss.Kind}' needs the label input name");
+        if (!(Loss.LabelSmoothing is >= 0 and <= 1)) throw Bad("loss.label_smoothing", $"is {Loss.LabelSmoothing}; expected a number in [0, 1]");
         if (Optimizer is null) throw Bad("optimizer", "is null; expected an object (kind, learning_rate, ...)");
         if (!double.IsFinite(Optimizer.LearningRate)) throw Bad("optimizer.learning_rate", "is not finite");
         if (Opset < 0) throw Bad("opset", $"is {Opset}; expected an opset version >= 0");
@@ -244,6 +245,12 @@ public sealed record LossSpec
 
     /// <summary>Cross-entropy: label value whose positions are ignored.</summary>
     public long? IgnoreIndex { get; init; }
+
+    /// <summary>
+    /// Cross-entropy: PyTorch's <c>label_smoothing</c> ε in [0, 1] (default 0). Each target's loss is
+    /// <c>(1 − ε)·(−log p_y) + (ε/C)·Σ_c (−log p_c)</c>, averaged like the unsmoothed loss.
+    /// </summary>
+    public double LabelSmoothing { get; init; }
 
     /// <summary>Name of the scalar loss output in the training and eval graphs.</summary>
     public string LossOutputName { get; init; } = "loss";

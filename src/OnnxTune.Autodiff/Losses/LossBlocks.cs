@@ -32,6 +32,13 @@ public static class LossBlocks
             editor.AddNode("ReduceSum", [y], [lossName], Attr.Int("keepdims", 0));
             return lossName;
         }
+        if (spec.LabelSmoothing != 0)
+        {
+            if (spec.Kind != LossKind.CrossEntropy)
+                throw new OnnxTuneException($"Label smoothing applies to the cross-entropy loss only (the loss is {spec.Kind}).");
+            if (!(spec.LabelSmoothing is > 0 and <= 1))
+                throw new OnnxTuneException($"LossSpec.LabelSmoothing must be in [0, 1] (got {spec.LabelSmoothing}).");
+        }
         var label = spec.LabelName ?? "labels";
         if (editor.IsUsed(label))
             throw new OnnxTuneException($"The label input name '{label}' is already used in the model; pick another with --label.");
@@ -64,17 +71,14 @@ public static class LossBlocks
                         var ceName = editor.UniqueName(lossName + "_cross_entropy");
                         var ce = spec.SampleWeightName is { } wn
                             ? WeightedCrossEntropy(editor, spec, scores, label, wn, elem, labelDims!, ceName, logProb)
-                            : PlainCrossEntropy(editor, spec, scores, label, ceName, logProb);
+                            : PlainCrossEntropy(editor, spec, scores, label, ceName, logProb, elem);
                         var kd = Distillation(editor, spec, y, elem, dims.Select(DimObject).ToArray());
                         editor.AddNode("Add", [ce, kd], [lossName]);
                         return lossName;
                     }
                     if (spec.SampleWeightName is { } weightName)
                         return WeightedCrossEntropy(editor, spec, scores, label, weightName, elem, labelDims!, lossName, logProb);
-                    var attrs = new List<AttributeProto> { Attr.String("reduction", "mean") };
-                    if (spec.IgnoreIndex is { } ii) attrs.Add(Attr.Int("ignore_index", ii));
-                    editor.AddNode("SoftmaxCrossEntropyLoss", [scores, label], [lossName, logProb], [.. attrs]);
-                    return lossName;
+                    return PlainCrossEntropy(editor, spec, scores, label, lossName, logProb, elem);
                 }
             case LossKind.Mse or LossKind.L1 or LossKind.BceWithLogits:
                 {
@@ -101,13 +105,64 @@ public static class LossBlocks
         }
     }
 
-    private static string PlainCrossEntropy(GraphEditor editor, LossSpec spec, string scores, string label, string lossName, string logProb)
+    private static string PlainCrossEntropy(GraphEditor editor, LossSpec spec, string scores, string label, string lossName, string logProb, DataType elem)
     {
         var attrs = new List<AttributeProto> { Attr.String("reduction", "mean") };
         if (spec.IgnoreIndex is { } ii) attrs.Add(Attr.Int("ignore_index", ii));
-        editor.AddNode("SoftmaxCrossEntropyLoss", [scores, label], [lossName, logProb], [.. attrs]);
-        return lossName;
+        if (spec.LabelSmoothing == 0)
+        {
+            editor.AddNode("SoftmaxCrossEntropyLoss", [scores, label], [lossName, logProb], [.. attrs]);
+            return lossName;
+        }
+        // (1 − ε)·mean(nll) + ε·mean(u) over the counted targets, u = −(1/C)·Σ_c log p_c (PyTorch's label_smoothing).
+        var nll = editor.UniqueName(scores + "_nll_mean");
+        editor.AddNode("SoftmaxCrossEntropyLoss", [scores, label], [nll, logProb], [.. attrs]);
+        var uniform = UniformTerm(editor, scores, logProb, elem);
+        string uniformMean;
+        if (spec.IgnoreIndex is { } ignore)
+        {
+            var counted = CountedMask(editor, label, ignore, elem);
+            var sum = editor.Add("ReduceSum", [editor.Add("Mul", [uniform, counted], uniform + "_counted")], uniform + "_sum", Attr.Int("keepdims", 0));
+            var count = editor.Add("ReduceSum", [counted], counted + "_count", Attr.Int("keepdims", 0));
+            var tiny = editor.AddInitializer(Scalar(elem, label + "_smoothing_tiny", elem == DataType.Double ? 1e-300 : 1e-30));
+            uniformMean = editor.Add("Div", [sum, editor.Add("Max", [count, tiny], count + "_clamped")], uniform + "_mean");
+        }
+        else
+            uniformMean = editor.Add("ReduceMean", [uniform], uniform + "_mean", Attr.Int("keepdims", 0));
+        return Smoothed(editor, spec, nll, uniformMean, elem, lossName);
     }
+
+    // u = −(1/C)·Σ_c log p_c per target [N, d...], from SoftmaxCrossEntropyLoss's log_prob [N, C, d...].
+    private static string UniformTerm(GraphEditor editor, string scores, string logProb, DataType elem)
+    {
+        var total = editor.Add("ReduceSum", [logProb, editor.ConstantInt64s(logProb + "_class_axis", 1)], logProb + "_class_sum", Attr.Int("keepdims", 0));
+        // Gather, not Shape's start/end (opset 15+): models exported at older opsets get the same graph.
+        var classDim = editor.Add("Gather", [editor.Add("Shape", [scores], scores + "_shape_for_classes"), editor.ConstantInt64s(scores + "_class_dim", 1)],
+            scores + "_classes", Attr.Int("axis", 0));
+        var classes = editor.Add("Cast", [classDim], scores + "_class_count", Attr.Int("to", (long)elem));
+        return editor.Add("Neg", [editor.Add("Div", [total, classes], logProb + "_class_mean")], logProb + "_uniform_nll");
+    }
+
+    private static string Smoothed(GraphEditor editor, LossSpec spec, string nll, string uniform, DataType elem, string? output)
+    {
+        var keep = editor.AddInitializer(Scalar(elem, nll + "_smoothing_keep", 1 - spec.LabelSmoothing));
+        var eps = editor.AddInitializer(Scalar(elem, nll + "_smoothing", spec.LabelSmoothing));
+        var a = editor.Add("Mul", [nll, keep], nll + "_kept");
+        var b = editor.Add("Mul", [uniform, eps], uniform + "_smoothed");
+        if (output is null) return editor.Add("Add", [a, b], nll + "_smoothed_loss");
+        editor.AddNode("Add", [a, b], [output]);
+        return output;
+    }
+
+    private static string CountedMask(GraphEditor editor, string label, long ignore, DataType elem)
+    {
+        var ignoreValue = editor.AddInitializer(TensorProtos.Int64(editor.UniqueName(label + "_ignore_index"), [ignore]));
+        var counted = editor.Add("Not", [editor.Add("Equal", [label, ignoreValue], label + "_ignored")], label + "_counted");
+        return editor.Add("Cast", [counted], label + "_counted_float", Attr.Int("to", (long)elem));
+    }
+
+    private static TensorProto Scalar(DataType elem, string name, double v) =>
+        elem == DataType.Double ? TensorProtos.Double(name, [v]) : TensorProtos.Float(name, [(float)v]);
 
     // (1/N) Σᵢ aᵢ·T²·Σ_c p_t (log p_t − log p_s), with p = softmax(scores / T); the teacher side is an input (no gradient).
     private static string Distillation(GraphEditor editor, LossSpec spec, string scores, DataType elem, object?[] scoreDims)
@@ -146,13 +201,11 @@ public static class LossBlocks
         if (spec.IgnoreIndex is { } ii) attrs.Add(Attr.Int("ignore_index", ii));
         var perTarget = editor.UniqueName(scores + "_per_target_loss");
         editor.AddNode("SoftmaxCrossEntropyLoss", [scores, label], [perTarget, logProb], [.. attrs]);
+        if (spec.LabelSmoothing != 0)
+            perTarget = Smoothed(editor, spec, perTarget, UniformTerm(editor, scores, logProb, elem), elem, null);
         var weights = weightName;
         if (spec.IgnoreIndex is { } ignore)
-        {
-            var ignoreValue = editor.AddInitializer(TensorProtos.Int64(label + "_ignore_index", [ignore]));
-            var counted = editor.Add("Not", [editor.Add("Equal", [label, ignoreValue], label + "_ignored")], label + "_counted");
-            weights = editor.Add("Mul", [weightName, editor.Add("Cast", [counted], label + "_counted_float", Attr.Int("to", (long)elem))], weightName + "_counted");
-        }
+            weights = editor.Add("Mul", [weightName, CountedMask(editor, label, ignore, elem)], weightName + "_counted");
         var sum = editor.Add("ReduceSum", [editor.Add("Mul", [perTarget, weights], perTarget + "_weighted")], perTarget + "_weighted_sum", Attr.Int("keepdims", 0));
         var total = editor.Add("ReduceSum", [weights], weightName + "_sum", Attr.Int("keepdims", 0));
         // All weights 0 gives loss 0 (and zero gradients) instead of PyTorch's 0/0.

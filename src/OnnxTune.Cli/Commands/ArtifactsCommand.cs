@@ -152,7 +152,11 @@ internal static class ArtifactsCommand
             });
             model = built0.Model;
             if (!explicitLoss)
-                options = options with { Loss = built0.Loss };
+            {
+                if (options.Loss.LabelSmoothing != 0 && built0.Loss.Kind != LossKind.CrossEntropy)
+                    throw new CliArgumentException($"--label-smoothing needs the cross-entropy loss; --head {headName} trains with {SelectionAndLossOptions.LossName(built0.Loss.Kind)}.");
+                options = options with { Loss = built0.Loss with { LabelSmoothing = options.Loss.LabelSmoothing } };
+            }
             vocabPath = head.Vocabulary is { } v ? context.FullPath(v) : Path.Combine(Path.GetDirectoryName(source)!, "vocab.txt");
             if (!File.Exists(vocabPath))
             {

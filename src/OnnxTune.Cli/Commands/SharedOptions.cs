@@ -37,6 +37,12 @@ internal sealed class SelectionAndLossOptions
         HelpName = "name",
     };
 
+    public Option<double?> LabelSmoothing { get; } = new("--label-smoothing")
+    {
+        Description = "Cross-entropy: PyTorch's label_smoothing in [0, 1] (default 0).",
+        HelpName = "epsilon",
+    };
+
     public SelectionAndLossOptions(string lossDescription)
     {
         Loss = new Option<string>("--loss") { Description = lossDescription, HelpName = string.Join("|", LossNames) };
@@ -50,6 +56,7 @@ internal sealed class SelectionAndLossOptions
         command.Add(Loss);
         command.Add(LossOutput);
         command.Add(Label);
+        command.Add(LabelSmoothing);
     }
 
     public ParameterSelection Selection(ParseResult r) => new()
@@ -65,6 +72,14 @@ internal sealed class SelectionAndLossOptions
         LossKind? kind = name is null ? defaultKind : ParseLoss(name);
         var label = r.GetValue(Label);
         var output = r.GetValue(LossOutput);
+        var smoothing = r.GetValue(LabelSmoothing);
+        if (smoothing is { } eps)
+        {
+            if (kind != LossKind.CrossEntropy)
+                throw new CliArgumentException($"--label-smoothing needs the cross-entropy loss (the loss is {(kind is null ? "not set" : LossName(kind.Value))}).");
+            if (!(eps is >= 0 and <= 1))
+                throw new CliArgumentException($"--label-smoothing must be in [0, 1] (got {eps}).");
+        }
         if (kind is null)
         {
             if (label is not null)
@@ -79,6 +94,7 @@ internal sealed class SelectionAndLossOptions
             OutputName = output ?? "",
             LabelName = kind == LossKind.None ? null : label ?? "labels",
             IgnoreIndex = kind == LossKind.CrossEntropy ? DefaultIgnoreIndex : null,
+            LabelSmoothing = smoothing ?? 0,
         };
     }
 

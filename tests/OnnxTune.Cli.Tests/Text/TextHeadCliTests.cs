@@ -72,6 +72,25 @@ public sealed partial class TextHeadCliTests(MiniLmTextFixture fx, ITestOutputHe
     }
 
     [Fact]
+    public void Label_smoothing_reaches_the_head_loss_and_bad_values_name_the_option()
+    {
+        using var work = new TempDir();
+        CliRunner.Run(fx.Dir, "artifacts", "model.onnx", "--out", work["art"], "--head", "classification", "--classes", "4",
+            "--trainable-layers", "1", "--label-smoothing", "0.1").Expect(0);
+        var loss = ArtifactManifest.Load(work["art"]).Loss;
+        Assert.Equal((LossKind.CrossEntropy, 0.1, -100L), (loss.Kind, loss.LabelSmoothing, loss.IgnoreIndex!.Value));
+        var training = OnnxModelReader.Load(Path.Combine(work["art"], "training_model.onnx"));
+        Assert.Contains(training.Graph.Initializer, t => t.Name.Contains("_smoothing", StringComparison.Ordinal));
+
+        CliRunner.Run(fx.Dir, "artifacts", "model.onnx", "--out", work["r"], "--head", "regression", "--label-smoothing", "0.1")
+            .ExpectFailure("--label-smoothing", "mse");
+        CliRunner.Run(fx.Dir, "artifacts", "model.onnx", "--out", work["b"], "--head", "classification", "--classes", "4", "--label-smoothing", "1.5")
+            .ExpectFailure("--label-smoothing", "[0, 1]");
+        CliRunner.Run(fx.Dir, "artifacts", "model.onnx", "--out", work["l"], "--loss", "mse", "--label-smoothing", "0.1")
+            .ExpectFailure("--label-smoothing", "cross-entropy");
+    }
+
+    [Fact]
     public void Trainable_layers_combine_with_trainable_and_frozen_globs()
     {
         using var work = new TempDir();

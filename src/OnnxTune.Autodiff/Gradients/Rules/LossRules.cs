@@ -7,7 +7,8 @@ internal sealed class SoftmaxCrossEntropyLossGradient : GradientRule
 {
     // scores [N, C, d...], labels [N, d...]. With p = softmax(scores, axis 1) and mask = labels != ignore_index:
     // d scores = (p - onehot(labels)) * mask * w(dy), where w = dy / count(mask) for mean, dy for sum,
-    // and dy (per element) for none. Class weights (input 2) are not supported.
+    // and dy (per element) for none; a gradient g on log_prob (label smoothing reads it) adds g - p * sum(g, axis 1).
+    // Class weights (input 2) are not supported.
     public override IReadOnlyList<string?> Build(GradientContext ctx)
     {
         if (ctx.HasInput(2))
@@ -16,11 +17,14 @@ internal sealed class SoftmaxCrossEntropyLossGradient : GradientRule
             throw new OnnxTuneException($"{ctx.Node.Describe()} must expose its log_prob output (second output) for its gradient; OnnxTune's loss blocks always do.");
         var scores = ctx.Input(0);
         var labels = ctx.Input(1);
-        var dy = ctx.GradOutput(0)!;
+        var dy = ctx.GradOutput(0);
+        var dLogProb = ctx.GradOutput(1);
         var reduction = ctx.Node.GetString("reduction", "mean");
         var rank = ctx.RankOf(scores) ?? 2;
 
         var prob = ctx.Op("Exp", ctx.Output(1));
+        var fromLogProb = dLogProb is null ? null : ctx.Op("Sub", dLogProb, ctx.Op("Mul", prob, ctx.ReduceSum(dLogProb, [1], keepDims: true)));
+        if (dy is null) return [fromLogProb, null];
         // onehot via Equal(labels[:, None, ...], range(C) shaped [1, C, 1, ...])
         var classes = ctx.Op("Gather", [ctx.ShapeOf(scores), ctx.Ints(1)], Attr.Int("axis", 0));
         var classRange = ctx.Op("Range", ctx.ScalarInt64(0), ctx.Op("Squeeze", classes, ctx.Ints(0)), ctx.ScalarInt64(1));
@@ -60,6 +64,7 @@ internal sealed class SoftmaxCrossEntropyLossGradient : GradientRule
                 throw new OnnxTuneException($"{ctx.Node.Describe()} has unknown reduction '{reduction}'.");
         }
         var weightNd = mask is null && reduction != "none" ? weight : ctx.Op("Unsqueeze", weight, ctx.Ints(1));
-        return [ctx.Op("Mul", diff, weightNd), null];
+        var fromLoss = ctx.Op("Mul", diff, weightNd);
+        return [fromLogProb is null ? fromLoss : ctx.Op("Add", fromLoss, fromLogProb), null];
     }
 }
