@@ -23,6 +23,7 @@ var swapMs = Int("--swap-ms", 250);
 var seq = Int("--seq", 64);
 var inferenceThreads = Int("--inference-threads", 0);
 var trainingNiceness = Int("--training-niceness", new OnDeviceFineTuningOptions().TrainingNiceness);
+var trainingIdle = Int("--training-idle", 0) != 0;
 var json = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
 var root = Path.Combine(Path.GetTempPath(), $"onnxtune-bench-serving-{Environment.ProcessId}");
@@ -88,6 +89,7 @@ try
         var trainer = training ? Task.Factory.StartNew(() =>
         {
             BackgroundThreadPriority.Lower(trainingNiceness);
+            if (trainingIdle && !BackgroundThreadPriority.Idle()) throw new InvalidOperationException("SCHED_IDLE was refused.");
             using var session = TrainingEngine.Open(artifacts, new TrainingEngineOptions { IntraOpThreads = trainingThreads, InterOpThreads = 1 });
             session.TrainStep(batch);
             session.OptimizerStep();

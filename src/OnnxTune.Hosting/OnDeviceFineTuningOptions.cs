@@ -152,6 +152,15 @@ public sealed class OnDeviceFineTuningOptions
     [Range(0, 19)]
     public int TrainingNiceness { get; set; } = DefaultTrainingNiceness;
 
+    /// <summary>
+    /// Gets or sets whether a round's training threads run in the OS's idle scheduling class (Linux
+    /// <c>SCHED_IDLE</c>, inherited by ONNX Runtime's pool; Windows: lowest thread priority): they then use only cores
+    /// the app leaves idle, and a waking request preempts them at once, so serving keeps its idle latency even when its
+    /// threads take every core. On a device kept busy by other work, rounds take longer.
+    /// </summary>
+    /// <value>The default value is false.</value>
+    public bool TrainingIdlePriority { get; set; }
+
     /// <summary>Gets or sets the intra-op threads of the serving session (0: the cores training does not use, at least 1).</summary>
     /// <value>The default value is 0.</value>
     [Range(0, 1024)]

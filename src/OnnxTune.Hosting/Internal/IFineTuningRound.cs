@@ -62,6 +62,9 @@ internal sealed record FineTuningRoundInput(
     /// <summary>Nice value of the round's training thread (and the ONNX Runtime pool it opens); 0: the app's priority.</summary>
     public int TrainingNiceness { get; init; }
 
+    /// <summary>Runs the round's training thread (and its ONNX Runtime pool) in the OS's idle scheduling class.</summary>
+    public bool TrainingIdlePriority { get; init; }
+
     /// <summary>
     /// Called by the engine for a record it cannot use (its encoding throws, or its tensors do not fit); the
     /// engine then goes on without it. The caller quarantines the record. Null: the engine throws as before.

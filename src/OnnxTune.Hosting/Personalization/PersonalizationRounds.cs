@@ -94,6 +94,8 @@ internal sealed partial class PersonalizationRounds(FineTunedModel model, IFineT
             {
                 WarmupFraction = model.Options.WarmupFraction,
                 DistillationWeight = model.Options.DistillationWeight,
+                TrainingNiceness = model.Options.TrainingNiceness,
+                TrainingIdlePriority = model.Options.TrainingIdlePriority,
                 PrefixCacheDirectory = model.Options.UsePrefixCache ? adapterBase.PrefixCachePath : null,
                 AdapterPath = adapterFile,
                 RecordFailed = (_, _) => { },

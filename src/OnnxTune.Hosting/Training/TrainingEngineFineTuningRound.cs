@@ -40,6 +40,7 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
         return Task.Factory.StartNew(() =>
         {
             BackgroundThreadPriority.Lower(input.TrainingNiceness);
+            if (input.TrainingIdlePriority) BackgroundThreadPriority.Idle();
             return Run(input, cancellationToken);
         }, cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }

@@ -38,6 +38,46 @@ internal static partial class BackgroundThreadPriority
         }
     }
 
+    /// <summary>
+    /// Moves the calling thread to the idle scheduling class (Linux <c>SCHED_IDLE</c>: it runs only on cores no
+    /// normal thread wants, and a waking normal thread preempts it at once; no privilege needed, and threads it
+    /// creates inherit it). Windows: <see cref="ThreadPriority.Lowest"/>. Tells whether it took effect.
+    /// </summary>
+    public static bool Idle()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            Thread.CurrentThread.Priority = ThreadPriority.Lowest;
+            return true;
+        }
+        if (!OperatingSystem.IsLinux()) return false;
+        try
+        {
+            var param = 0; // struct sched_param { int sched_priority; }, 0 for SCHED_IDLE
+            return SchedSetScheduler(GetTid(), SchedIdle, ref param) == 0;
+        }
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>True when the calling thread runs in the idle scheduling class (Linux).</summary>
+    public static bool IsIdle()
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        try { return SchedGetScheduler(GetTid()) == SchedIdle; }
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException) { return false; }
+    }
+
+    private const int SchedIdle = 5;
+
+    [LibraryImport("libc", EntryPoint = "sched_setscheduler", SetLastError = true)]
+    private static partial int SchedSetScheduler(int pid, int policy, ref int param);
+
+    [LibraryImport("libc", EntryPoint = "sched_getscheduler", SetLastError = true)]
+    private static partial int SchedGetScheduler(int pid);
+
     /// <summary>The calling thread's nice value (Linux), or null.</summary>
     public static int? Current()
     {

@@ -40,4 +40,45 @@ public class BackgroundThreadPriorityTests
         Assert.Throws<ArgumentOutOfRangeException>(() => BackgroundThreadPriority.Lower(20));
         Assert.Throws<ArgumentOutOfRangeException>(() => BackgroundThreadPriority.Lower(-1));
     }
+
+    [Fact]
+    public void Idle_thread_and_the_onnx_runtime_pool_it_opens_run_in_the_idle_class_and_the_rest_do_not()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        bool took = false, idle = false, other = true;
+        int idleTasksBefore = IdleTasks(), idleTasksWithPool = 0;
+        var model = Google.Protobuf.MessageExtensions.ToByteArray(new OnnxTune.Onnx.Models.MlpModelBuilder(4).Layer(3).Build());
+        var thread = new Thread(() =>
+        {
+            took = BackgroundThreadPriority.Idle();
+            idle = BackgroundThreadPriority.IsIdle();
+            // ONNX Runtime's intra-op pool threads are created by the thread that opens the session.
+            using var options = new Microsoft.ML.OnnxRuntime.SessionOptions { IntraOpNumThreads = 3 };
+            using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(model, options);
+            idleTasksWithPool = IdleTasks();
+        });
+        thread.Start();
+        thread.Join();
+        var sibling = new Thread(() => other = BackgroundThreadPriority.IsIdle());
+        sibling.Start();
+        sibling.Join();
+
+        Assert.True(took);
+        Assert.True(idle);
+        Assert.True(idleTasksWithPool >= idleTasksBefore + 3, $"idle tasks: {idleTasksBefore} before, {idleTasksWithPool} with the pool (the opening thread + 2 pool threads expected)");
+        Assert.False(other);
+        Assert.False(BackgroundThreadPriority.IsIdle());
+    }
+
+    // Threads of this process in SCHED_IDLE (policy 5: field 41 of /proc/self/task/<tid>/stat).
+    private static int IdleTasks() => Directory.GetDirectories("/proc/self/task").Count(t =>
+    {
+        try
+        {
+            var stat = File.ReadAllText(Path.Combine(t, "stat"));
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return fields[41 - 3] == "5";
+        }
+        catch (IOException) { return false; }
+    });
 }
