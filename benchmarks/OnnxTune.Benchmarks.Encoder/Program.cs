@@ -4,7 +4,7 @@ using OnnxTune.Benchmarks.Encoder;
 
 // Issue 14, W4 and W5 (benchmarks/README.md):
 //   prepare --work DIR [--train-limit N] [--test-limit N] [--epochs N] [--seed N]   shared model, token ids, batch plan
-//   w4 --work DIR                                                                   the OnnxTune side of W4 (one JSON line)
+//   w4 --work DIR [--spinning never|during-runs|always]                             the OnnxTune side of W4 (one JSON line)
 //   w5 --work DIR [--rounds 3] [--records 400] [--threads 2]                        hosted rounds (one JSON line each)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 if (args.Length == 0 || args[0] is "-h" or "--help")
@@ -20,7 +20,15 @@ switch (args[0])
         Console.Error.WriteLine($"[prepare] {s.TrainExamples} train / {s.TestExamples} test utterances, {s.Epochs} epoch(s), {s.Trainable.Count} trainable tensors, in {work}");
         return 0;
     case "w4":
-        var r = W4OnnxTune.Run(work);
+        // --spinning never|during-runs|always: an A/B knob (default: TrainingEngineOptions' default).
+        var r = W4OnnxTune.Run(work, Arg("--spinning") switch
+        {
+            null => null,
+            "never" => OnnxTune.Training.ThreadSpinning.Never,
+            "during-runs" => OnnxTune.Training.ThreadSpinning.DuringRuns,
+            "always" => OnnxTune.Training.ThreadSpinning.Always,
+            var v => throw new ArgumentException($"--spinning: unknown value '{v}' (never, during-runs, always)."),
+        });
         Console.WriteLine(JsonSerializer.Serialize(r, W4Result.Json));
         return 0;
     case "w5":

@@ -21,7 +21,7 @@ namespace OnnxTune.Benchmarks.Encoder;
 /// </summary>
 internal static class W4OnnxTune
 {
-    public static W4Result Run(string work)
+    public static W4Result Run(string work, ThreadSpinning? spinning = null)
     {
         var s = W4Settings.Load(work);
         var data = SafeTensorsFile.Read(Path.Combine(work, W4Settings.DataFileName));
@@ -48,7 +48,9 @@ internal static class W4OnnxTune
         var setup = wall.Elapsed;
         var phases = new Dictionary<string, double> { ["split_and_artifacts"] = Peak.Megabytes() };
 
-        using var session = TrainingEngine.Open(suffixDir, new TrainingEngineOptions { IntraOpThreads = s.Threads, InterOpThreads = 1, Seed = s.Seed });
+        var engineOptions = new TrainingEngineOptions { IntraOpThreads = s.Threads, InterOpThreads = 1, Seed = s.Seed };
+        if (spinning is { } spin) engineOptions.Spinning = spin;
+        using var session = TrainingEngine.Open(suffixDir, engineOptions);
         session.LearningRate = s.LearningRate;
         using var cache = new ActivationCache(split, new ActivationCacheOptions { BatchSize = s.BatchSize, IntraOpThreads = s.Threads });
         var examples = new TrainingExample[train.Count];

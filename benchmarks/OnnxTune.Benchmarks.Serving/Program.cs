@@ -17,13 +17,14 @@ using OnnxTune.Training.Sessions;
 // The background trainer runs as a hosted round does: a dedicated thread at OnDeviceFineTuningOptions.TrainingNiceness.
 // usage: [--requests N] [--think-ms N] [--swap-ms N] [--seq N] [--inference-threads N (OnDeviceFineTuningOptions.InferenceThreads; 0 = cores − training)]
 //        [--training-niceness N (0 = the trainer at the app's priority, as before issue 14)]
+//        [--training-idle -1|0|1 (OnDeviceFineTuningOptions.TrainingIdlePriority: -1 automatic, the default; 0 off; 1 on)]
 var requests = Int("--requests", 1000);
 var thinkMs = Int("--think-ms", 2);
 var swapMs = Int("--swap-ms", 250);
 var seq = Int("--seq", 64);
 var inferenceThreads = Int("--inference-threads", 0);
 var trainingNiceness = Int("--training-niceness", new OnDeviceFineTuningOptions().TrainingNiceness);
-var trainingIdle = Int("--training-idle", 0) != 0;
+var trainingIdleFlag = Int("--training-idle", -1); // -1: the library's automatic choice; 0 off; 1 on
 var json = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
 var root = Path.Combine(Path.GetTempPath(), $"onnxtune-bench-serving-{Environment.ProcessId}");
@@ -48,6 +49,11 @@ try
     var handle = provider.GetRequiredService<IModelHandle>();
     var versions = provider.GetRequiredService<ModelVersionStore>();
     var trainingThreads = new OnDeviceFineTuningOptions().TrainingThreads;
+    var trainingIdle = new OnDeviceFineTuningOptions
+    {
+        InferenceThreads = inferenceThreads,
+        TrainingIdlePriority = trainingIdleFlag < 0 ? null : trainingIdleFlag != 0,
+    }.UsesIdleTrainingPriority();
     var trainBatch = new OnDeviceFineTuningOptions().BatchSize;
 
     // Two versions to swap between: the base model after a few training steps, saved as version folders.
@@ -138,6 +144,7 @@ try
             Sequence = seq,
             InferenceThreads = inferenceThreads,
             TrainingNiceness = training ? trainingNiceness : 0,
+            TrainingIdlePriority = training && trainingIdle,
             P50Ms = Math.Round(Percentile(latencies, 50), 3),
             P99Ms = Math.Round(Percentile(latencies, 99), 3),
             MaxMs = Math.Round(latencies[^1], 3),

@@ -155,11 +155,17 @@ public sealed class OnDeviceFineTuningOptions
     /// <summary>
     /// Gets or sets whether a round's training threads run in the OS's idle scheduling class (Linux
     /// <c>SCHED_IDLE</c>, inherited by ONNX Runtime's pool; Windows: lowest thread priority): they then use only cores
-    /// the app leaves idle, and a waking request preempts them at once, so serving keeps its idle latency even when its
-    /// threads take every core. On a device kept busy by other work, rounds take longer.
+    /// the app leaves idle, and a waking request preempts them at once. Null (automatic): idle when the serving
+    /// session's threads plus <see cref="TrainingThreads"/> exceed the cores, where a nice value alone left serving
+    /// p99 under training at 1.5–1.8× idle (benchmarks/README.md); otherwise <see cref="TrainingNiceness"/> alone.
+    /// On a device kept busy by other work, idle-class rounds take longer.
     /// </summary>
-    /// <value>The default value is false.</value>
-    public bool TrainingIdlePriority { get; set; }
+    /// <value>The default value is null (automatic).</value>
+    public bool? TrainingIdlePriority { get; set; }
+
+    /// <summary>The idle-class decision for this machine (<see cref="TrainingIdlePriority"/>, automatic when null).</summary>
+    internal bool UsesIdleTrainingPriority() =>
+        TrainingIdlePriority ?? Internal.InferenceSessionFactory.ServingThreads(this) + TrainingThreads > Environment.ProcessorCount;
 
     /// <summary>Gets or sets the intra-op threads of the serving session (0: the cores training does not use, at least 1).</summary>
     /// <value>The default value is 0.</value>

@@ -311,7 +311,7 @@ internal sealed class FineTuningBackgroundService : BackgroundService
                 WarmupFraction = o.WarmupFraction,
                 DistillationWeight = o.DistillationWeight,
                 TrainingNiceness = o.TrainingNiceness,
-                TrainingIdlePriority = o.TrainingIdlePriority,
+                TrainingIdlePriority = o.UsesIdleTrainingPriority(),
                 PrefixCacheDirectory = o.UsePrefixCache ? Path.Combine(o.ModelStorePath, PrefixCacheFolder) : null,
                 RecordFailed = (r, e) => { lock (failed) failed.Add((r, e)); },
             }, ct).ConfigureAwait(false);

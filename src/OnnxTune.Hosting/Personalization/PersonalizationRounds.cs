@@ -95,7 +95,7 @@ internal sealed partial class PersonalizationRounds(FineTunedModel model, IFineT
                 WarmupFraction = model.Options.WarmupFraction,
                 DistillationWeight = model.Options.DistillationWeight,
                 TrainingNiceness = model.Options.TrainingNiceness,
-                TrainingIdlePriority = model.Options.TrainingIdlePriority,
+                TrainingIdlePriority = model.Options.UsesIdleTrainingPriority(),
                 PrefixCacheDirectory = model.Options.UsePrefixCache ? adapterBase.PrefixCachePath : null,
                 AdapterPath = adapterFile,
                 RecordFailed = (_, _) => { },

@@ -14,4 +14,15 @@ public class ServingThreadsTests
         options.InferenceThreads = 3;
         Assert.Equal(3, InferenceSessionFactory.ServingThreads(options));
     }
+
+    [Fact]
+    public void Training_runs_in_the_idle_class_only_when_serving_and_training_threads_oversubscribe_the_cores_unless_set()
+    {
+        var cores = Environment.ProcessorCount;
+        Assert.False(new OnDeviceFineTuningOptions { TrainingThreads = 1 }.UsesIdleTrainingPriority() && cores > 1);
+        Assert.True(new OnDeviceFineTuningOptions { TrainingThreads = 1, InferenceThreads = cores }.UsesIdleTrainingPriority());
+        Assert.True(new OnDeviceFineTuningOptions { TrainingThreads = cores }.UsesIdleTrainingPriority()); // serving keeps at least 1
+        Assert.False(new OnDeviceFineTuningOptions { TrainingThreads = 1, InferenceThreads = cores, TrainingIdlePriority = false }.UsesIdleTrainingPriority());
+        Assert.True(new OnDeviceFineTuningOptions { TrainingThreads = 1, InferenceThreads = 1, TrainingIdlePriority = true }.UsesIdleTrainingPriority());
+    }
 }
