@@ -19,9 +19,11 @@ public sealed class GateOptions
     /// <c>c</c> the reverse, <c>m = b + c</c>, <c>n</c> records in all. The accuracy difference is
     /// <c>(c − b) / n = (m / n)·(2p − 1)</c> with <c>p = c / m</c> (McNemar's conditional view). The gate takes the
     /// one-sided Wilson score lower bound <c>p_L</c> of <c>p</c> at <see cref="HeldOutConfidence"/> and passes when
-    /// <c>(m / n)·(2·p_L − 1) ≥ −margin</c>: the candidate is promoted unless the held-out sample shows, at that
-    /// confidence, that it is worse by more than the margin. A candidate that agrees with the serving model
-    /// everywhere (<c>m = 0</c>) passes; so does one that is merely as good within the sample's noise.
+    /// <c>(m / n)·(2·p_L − 1) ≥ −margin</c>: the candidate is promoted when the held-out sample shows, at that
+    /// confidence, that it is at most the margin worse. A candidate that agrees with the serving model everywhere
+    /// (<c>m = 0</c>) passes, and on a large sample so does one that is merely as good within the sample's noise; on a
+    /// small one the bound is wide, so a few discordant records fail it (n = 7, one record the candidate gets wrong:
+    /// −0.14), and such rounds wait to be retried (<see cref="MaxRejectedRetries"/>) as held-out records accumulate.
     /// </remarks>
     /// <value>The default value is 0.02.</value>
     [Range(0.0, 1.0)]
