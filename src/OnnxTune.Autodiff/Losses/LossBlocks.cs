@@ -156,7 +156,7 @@ public static class LossBlocks
 
     private static string CountedMask(GraphEditor editor, string label, long ignore, DataType elem)
     {
-        var ignoreValue = editor.AddInitializer(TensorProtos.Int64(editor.UniqueName(label + "_ignore_index"), [ignore]));
+        var ignoreValue = editor.AddInitializer(TensorProtos.Int64(label + "_ignore_index", [ignore]));
         var counted = editor.Add("Not", [editor.Add("Equal", [label, ignoreValue], label + "_ignored")], label + "_counted");
         return editor.Add("Cast", [counted], label + "_counted_float", Attr.Int("to", (long)elem));
     }
