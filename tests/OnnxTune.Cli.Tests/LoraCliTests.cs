@@ -1,5 +1,6 @@
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Onnx.Tensors;
+using OnnxTune.Training.Checkpoints;
 using OnnxTune.Training.SafeTensors;
 
 namespace OnnxTune.Cli.Tests;
@@ -47,5 +48,34 @@ public sealed class LoraCliTests
         CliRunner.Run(dir.Path, c.Command("artifacts")).Expect(0);
         CliRunner.Run(dir.Path, "export", "artifacts", "--adapter", "a.onnx_adapter").ExpectFailure("--adapter needs --adapter-base");
         CliRunner.Run(dir.Path, "export", "artifacts").ExpectFailure("--merged");
+    }
+    [Fact]
+    public void Lr_scale_sets_per_tensor_learning_rates_like_parameter_groups()
+    {
+        var c = ParityCase.Load("l1_mlp_lora_adamw");
+        using var dir = new TempDir().CopyFrom(c.Folder);
+        CliRunner.Run(dir.Path, c.Command("artifacts")).Expect(0);
+        string[] Train(string @out, params string[] extra) =>
+            ["train", "artifacts", "--data", "data.safetensors", "--out", @out, "--epochs", "3", "--batch-size", "8", "--no-shuffle", .. extra];
+        CliRunner.Run(dir.Path, Train("frozen-fc2", "--lr-scale", "fc2.*=0")).Expect(0);
+        CliRunner.Run(dir.Path, Train("half", "--lr-scale", "*=0.5")).Expect(0);
+        CliRunner.Run(dir.Path, Train("half-lr", "--lr", "0.005")).Expect(0);
+
+        var (_, initial) = CheckpointStore.Load(dir["artifacts/checkpoint"]);
+        var (meta, frozen) = CheckpointStore.Load(dir["frozen-fc2/checkpoint"]);
+        foreach (var p in meta.Parameters)
+        {
+            var moved = !initial.Get(p.Name).ToFloatArray().SequenceEqual(frozen.Get(p.Name).ToFloatArray());
+            Assert.True(moved == !p.Name.StartsWith("fc2.", StringComparison.Ordinal), $"{p.Name} moved: {moved}");
+        }
+        // AdamW's decoupled decay is lr·wd·θ, so scaling every group by 0.5 is halving --lr.
+        var (_, half) = CheckpointStore.Load(dir["half/checkpoint"]);
+        var (_, halfLr) = CheckpointStore.Load(dir["half-lr/checkpoint"]);
+        foreach (var p in meta.Parameters)
+            ParityTests.AssertClose(p.Name, half.Get(p.Name).ToFloatArray(), halfLr.Get(p.Name).ToFloatArray(), 1e-6, 1e-7);
+
+        CliRunner.Run(dir.Path, Train("x", "--lr-scale", "fc9.*=2")).ExpectFailure("'fc9.*'", "matches no trainable parameter");
+        CliRunner.Run(dir.Path, Train("x", "--lr-scale", "fc2.bias")).ExpectFailure("--lr-scale 'fc2.bias'", "glob=factor");
+        CliRunner.Run(dir.Path, Train("x", "--lr-scale", "fc2.bias=-1")).ExpectFailure("--lr-scale 'fc2.bias=-1'", ">= 0");
     }
 }

@@ -130,7 +130,7 @@ public sealed partial class ParityTests
     internal static bool Close(double got, double want, double rtol, double floor) =>
         Math.Abs(got - want) <= rtol * Math.Max(Math.Abs(want), floor);
 
-    private static void AssertClose(string name, float[] got, float[] want, double rtol, double floor)
+    internal static void AssertClose(string name, float[] got, float[] want, double rtol, double floor)
     {
         Assert.Equal(want.Length, got.Length);
         var worst = -1;

@@ -11,7 +11,7 @@ using OnnxTune.Training.Trained;
 namespace OnnxTune.Cli.Commands;
 
 /// <summary>Settings of one <c>onnxtune train</c> run.</summary>
-internal sealed record TrainSettings(string Artifacts, string Data, string Out, int Epochs = 1, int BatchSize = 1, double? LearningRate = null, int? Seed = null, bool Shuffle = true, int ReplayPerClass = TrainCommand.DefaultReplayPerClass, string Schedule = "constant", double WarmupRatio = 0);
+internal sealed record TrainSettings(string Artifacts, string Data, string Out, int Epochs = 1, int BatchSize = 1, double? LearningRate = null, int? Seed = null, bool Shuffle = true, int ReplayPerClass = TrainCommand.DefaultReplayPerClass, string Schedule = "constant", double WarmupRatio = 0, IReadOnlyList<string>? LearningRateScales = null);
 
 /// <summary>Outcome of a training run (what the command prints, for tests and callers).</summary>
 internal sealed record TrainResult(IReadOnlyList<double> EpochMeanLosses, IReadOnlyList<float> StepLosses, long Steps, TimeSpan TrainingTime, string ModelPath, string CheckpointPath);
@@ -35,14 +35,15 @@ internal static class TrainCommand
         var replay = new Option<int>("--replay-per-class") { Description = $"Text data: examples per label written to replay.jsonl, the replay set hosting rehearses against forgetting (0: none).", DefaultValueFactory = _ => DefaultReplayPerClass, HelpName = "n" };
         var schedule = new Option<string>("--schedule") { Description = "Learning rate over the run, as Hugging Face transformers' schedules: constant, linear (warm-up, then linear decay to 0 at the last step) or cosine.", DefaultValueFactory = _ => "constant", HelpName = "kind" };
         var warmup = new Option<double>("--warmup-ratio") { Description = "Fraction of the run's steps spent warming the learning rate up linearly from 0 (0 to 1).", DefaultValueFactory = _ => 0, HelpName = "x" };
+        var lrScale = new Option<string[]>("--lr-scale") { Description = "Scale the learning rate of the trainable tensors a glob matches, as glob=factor (repeatable; the longest matching glob wins), e.g. --lr-scale 'head.*=5' for PyTorch-style parameter groups.", HelpName = "glob=factor", AllowMultipleArgumentsPerToken = false };
         var command = new Command("train", "Train over an artifacts folder; writes the exported model and a checkpoint.")
         {
-            artifacts, data, output, epochs, batch, lr, seed, noShuffle, replay, schedule, warmup,
+            artifacts, data, output, epochs, batch, lr, seed, noShuffle, replay, schedule, warmup, lrScale,
         };
         command.SetAction(r => OnnxTuneCli.Guard(context, () =>
         {
             Run(context, new TrainSettings(r.GetValue(artifacts)!, r.GetValue(data)!, r.GetValue(output)!,
-                r.GetValue(epochs), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), !r.GetValue(noShuffle), r.GetValue(replay), r.GetValue(schedule)!, r.GetValue(warmup)));
+                r.GetValue(epochs), r.GetValue(batch), r.GetValue(lr), r.GetValue(seed), !r.GetValue(noShuffle), r.GetValue(replay), r.GetValue(schedule)!, r.GetValue(warmup), r.GetValue(lrScale)));
             return 0;
         }));
         return command;
@@ -55,7 +56,8 @@ internal static class TrainCommand
         if (s.BatchSize < 1) throw new CliArgumentException($"--batch-size must be at least 1 (got {s.BatchSize}).");
         if (s.LearningRate is { } l && !(double.IsFinite(l) && l >= 0)) throw new CliArgumentException($"--lr must be a finite value >= 0 (got {l}).");
         if (!(s.WarmupRatio is >= 0 and <= 1)) throw new CliArgumentException($"--warmup-ratio must be between 0 and 1 (got {s.WarmupRatio}).");
-        if (s.Schedule is not ("constant" or "linear" or "cosine")) throw new CliArgumentException($"--schedule must be constant, linear or cosine (got '{s.Schedule}').");
+        if (!Schedules.ContainsKey(s.Schedule)) throw new CliArgumentException($"--schedule must be {string.Join(", ", Schedules.Keys)} (got '{s.Schedule}').");
+        var scales = ParseLearningRateScales(s.LearningRateScales);
         var artifactsDir = context.FullPath(s.Artifacts);
         var outDir = context.FullPath(s.Out);
         var manifest = ArtifactManifest.Load(artifactsDir);
@@ -79,17 +81,12 @@ internal static class TrainCommand
                 : IndexedBatches.InOrder(data.SampleCount, s.BatchSize, i => data.CreateBatch(i));
             order = s.Shuffle ? $"shuffled (seed {seed})" : "in order";
         }
-        using var engine = TrainingEngine.Open(artifactsDir, new TrainingEngineOptions { Seed = seed });
+        using var engine = TrainingEngine.Open(artifactsDir, new TrainingEngineOptions { Seed = seed, LearningRateScales = scales });
         if (s.LearningRate is { } lr) engine.LearningRate = lr;
         var totalSteps = (long)batches.BatchesPerEpoch * s.Epochs;
         var warmupSteps = (long)Math.Ceiling(s.WarmupRatio * totalSteps);
         var peak = engine.LearningRate;
-        ILearningRateSchedule? lrSchedule = s.Schedule switch
-        {
-            "linear" => LearningRateSchedules.LinearWithWarmup(peak, warmupSteps, totalSteps),
-            "cosine" => LearningRateSchedules.CosineWithWarmup(peak, warmupSteps, totalSteps),
-            _ => warmupSteps > 0 ? LearningRateSchedules.ConstantWithWarmup(peak, warmupSteps) : null,
-        };
+        var lrSchedule = Schedules[s.Schedule](peak, warmupSteps, totalSteps);
         if (lrSchedule is not null && engine.Schedule is { } stored)
             throw new CliArgumentException($"--schedule {s.Schedule} / --warmup-ratio: the checkpoint in '{artifactsDir}' already carries a '{stored.State.Kind}' learning-rate schedule, which train follows; leave both options out.");
 
@@ -146,6 +143,33 @@ internal static class TrainCommand
         w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{stepLosses.Count} steps in {result.Elapsed.TotalSeconds:F2} s ({perStep:F2} ms/step); wrote {model} and {checkpoint}"));
         w.WriteLine($"serve it as the hosted base: AddOnDeviceFineTuning(o => {{ o.ArtifactsPath = \"{artifactsDir}\"; o.TrainedModelPath = \"{outDir}\"; ... }})");
         return new TrainResult(epochLosses, stepLosses, engine.Step, result.Elapsed, model, checkpoint);
+    }
+
+    /// <summary>The <c>--schedule</c> kinds (Hugging Face transformers' names); null: the learning rate stays as it is.</summary>
+    private static readonly IReadOnlyDictionary<string, Func<double, long, long, ILearningRateSchedule?>> Schedules =
+        new Dictionary<string, Func<double, long, long, ILearningRateSchedule?>>(StringComparer.Ordinal)
+        {
+            ["constant"] = (peak, warmup, _) => warmup > 0 ? LearningRateSchedules.ConstantWithWarmup(peak, warmup) : null,
+            ["linear"] = LearningRateSchedules.LinearWithWarmup,
+            ["cosine"] = (peak, warmup, total) => LearningRateSchedules.CosineWithWarmup(peak, warmup, total),
+        };
+
+    /// <summary>Parses <c>--lr-scale glob=factor</c> values; the engine checks that every glob matches a trainable tensor.</summary>
+    internal static IReadOnlyDictionary<string, double>? ParseLearningRateScales(IReadOnlyList<string>? values)
+    {
+        if (values is null || values.Count == 0) return null;
+        var scales = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var value in values)
+        {
+            var eq = value.LastIndexOf('=');
+            if (eq <= 0 || !double.TryParse(value.AsSpan(eq + 1), NumberStyles.Float, CultureInfo.InvariantCulture, out var factor))
+                throw new CliArgumentException($"--lr-scale '{value}': expected glob=factor, e.g. 'head.*=5'.");
+            if (!double.IsFinite(factor) || factor < 0)
+                throw new CliArgumentException($"--lr-scale '{value}': the factor must be finite and >= 0.");
+            if (!scales.TryAdd(value[..eq], factor))
+                throw new CliArgumentException($"--lr-scale '{value}': the glob '{value[..eq]}' is given twice.");
+        }
+        return scales;
     }
 
     private static string Duration(TimeSpan t) => t.TotalHours >= 1 ? t.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture) : t.ToString(@"m\:ss", CultureInfo.InvariantCulture);
