@@ -113,3 +113,27 @@ internal sealed class ReciprocalGradient : GradientRule
     public override IReadOnlyList<string?> Build(GradientContext ctx) =>
         [ctx.Op("Neg", ctx.Op("Mul", ctx.GradOutput(0)!, ctx.Op("Mul", ctx.Output(0), ctx.Output(0))))];
 }
+
+[GradientRule("Sin")]
+internal sealed class SinGradient : GradientRule
+{
+    public override IReadOnlyList<string?> Build(GradientContext ctx) => [ctx.Op("Mul", ctx.GradOutput(0)!, ctx.Op("Cos", ctx.Input(0)))];
+}
+
+[GradientRule("Cos")]
+internal sealed class CosGradient : GradientRule
+{
+    public override IReadOnlyList<string?> Build(GradientContext ctx) =>
+        [ctx.Op("Neg", ctx.Op("Mul", ctx.GradOutput(0)!, ctx.Op("Sin", ctx.Input(0))))];
+}
+
+[GradientRule("Atan")]
+internal sealed class AtanGradient : GradientRule
+{
+    // dx = dY / (1 + x^2)
+    public override IReadOnlyList<string?> Build(GradientContext ctx)
+    {
+        var x = ctx.Input(0);
+        return [ctx.Op("Div", ctx.GradOutput(0)!, ctx.Op("Add", ctx.Op("Mul", x, x), ctx.ScalarLike(1f, x)))];
+    }
+}
