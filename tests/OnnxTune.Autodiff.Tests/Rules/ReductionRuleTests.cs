@@ -99,4 +99,14 @@ public class ReductionRuleTests
         var report = GradientAssert.Passes(f.Output(y));
         Assert.Equal(12, report.Parameters.Single().ElementsChecked);
     }
+
+    [Fact]
+    public void ReduceL2_of_a_zero_slice_has_zero_gradient()
+    {
+        // The norm is not differentiable at 0; PyTorch's (and the central difference's) value there is 0, not NaN.
+        var f = new ModelFactory(opset: 13);
+        float[] data = [0.5f, -1.2f, 0.8f, 0f, 0f, 0f];
+        var w = f.Editor.AddInitializer(TensorProtos.Float("w", data, 2, 3), makeUnique: false);
+        GradientAssert.Passes(f.Output(f.Node("ReduceL2", [w], Attr.Ints("axes", 1))));
+    }
 }
