@@ -40,7 +40,7 @@ public sealed record ArtifactOptions
 /// <param name="Training">Training graph.</param>
 /// <param name="Eval">Eval graph.</param>
 /// <param name="Optimizer">Optimizer graph.</param>
-/// <param name="Inference">The source inference model.</param>
+/// <param name="Inference">The source inference model (upgraded to opset 13 when it was at opset 11 or 12).</param>
 public sealed record TrainingArtifacts(ArtifactManifest Manifest, ModelProto Training, ModelProto Eval, ModelProto Optimizer, ModelProto Inference);
 
 /// <summary>
@@ -51,14 +51,14 @@ public sealed record TrainingArtifacts(ArtifactManifest Manifest, ModelProto Tra
 public static class ArtifactBuilder
 {
     /// <summary>Builds all graphs in memory, with OnnxTune's AdamW/SGD optimizer graph.</summary>
-    /// <param name="model">The inference model (not modified).</param>
+    /// <param name="model">The inference model (not modified; opsets 11 and 12 are upgraded to 13 first).</param>
     /// <param name="options">Selection, loss and optimizer.</param>
     /// <param name="sourceSha256">Hash of the source file, recorded in the manifest (computed from the model bytes when null).</param>
     public static TrainingArtifacts Build(ModelProto model, ArtifactOptions options, string? sourceSha256 = null) =>
         Build(model, options, (p, spec, opset) => Optimizers.OptimizerGraphBuilder.Build(p, spec, opset), sourceSha256);
 
     /// <summary>Builds all graphs in memory with a custom optimizer graph.</summary>
-    /// <param name="model">The inference model (not modified).</param>
+    /// <param name="model">The inference model (not modified; opsets 11 and 12 are upgraded to 13 first).</param>
     /// <param name="options">Selection, loss and optimizer.</param>
     /// <param name="sourceSha256">Hash of the source file, recorded in the manifest (computed from the model bytes when null).</param>
     /// <param name="optimizerGraph">Builds the optimizer graph for the trainable parameters (see OnnxTune.Autodiff.Optimizers).</param>
@@ -67,8 +67,11 @@ public static class ArtifactBuilder
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(optimizerGraph);
-        var opset = TrainingGraphBuilder.CheckModel(model);
+        // The hash names the user's model; everything else (and the inference model served and exported) is the
+        // opset-13 upgrade of an opset-11/12 model.
         sourceSha256 ??= Convert.ToHexStringLower(SHA256.HashData(OnnxModelWriter.ToBytes(model)));
+        model = TrainingGraphBuilder.UpgradeOpset(model);
+        var opset = TrainingGraphBuilder.CheckModel(model);
         var selection = options.Selection;
         var source = model;
         var inference = model;

@@ -40,7 +40,10 @@ public sealed record TrainingGraphs(
 /// <summary>Builds training and eval graphs (standard ONNX ops only, symbolic batch) from an inference model.</summary>
 public static class TrainingGraphBuilder
 {
-    /// <summary>Lowest default-domain opset accepted (axes-as-inputs forms and opset-13 Softmax semantics).</summary>
+    /// <summary>
+    /// Lowest default-domain opset of the graphs built (axes-as-inputs forms and opset-13 Softmax semantics); models at
+    /// opset 11 and 12 are upgraded to it first (<see cref="UpgradeOpset"/>).
+    /// </summary>
     public const long MinimumOpset = 13;
 
     /// <summary>Input that resets accumulated gradients on the next train step.</summary>
@@ -55,8 +58,18 @@ public static class TrainingGraphBuilder
     /// <summary>Suffix of the accumulated gradient output of a parameter.</summary>
     public const string AccumulationOutputSuffix = ArtifactContract.AccumulationOutputSuffix;
 
+    /// <summary>
+    /// Returns <paramref name="model"/> itself when its default-domain opset is 13 or newer, and an equivalent copy at
+    /// opset 13 when it is 11 or 12 (Softmax/LogSoftmax/Hardmax at a non-last axis become Flatten → op → Reshape;
+    /// ReduceSum/Squeeze/Unsqueeze axes and Split sizes move from attributes to inputs; the opset-10/11 Dropout gets
+    /// its ratio as an input). Initializer names are unchanged, so trained weights fit the original file too. The
+    /// graph builders call this first.
+    /// </summary>
+    /// <exception cref="UnsupportedModelException">No default-domain opset, an opset below 11, or a node the upgrade cannot rewrite (Upsample, Scatter, a rewrite inside a subgraph).</exception>
+    public static ModelProto UpgradeOpset(ModelProto model) => Transforms.OpsetUpgrade.Apply(model);
+
     /// <summary>Builds the graphs.</summary>
-    /// <param name="source">The inference model (not modified).</param>
+    /// <param name="source">The inference model (not modified; opsets 11 and 12 are upgraded to 13 first, see <see cref="UpgradeOpset"/>).</param>
     /// <param name="selection">Which initializers train.</param>
     /// <param name="loss">Loss settings; <see cref="LossSpec.OutputName"/> empty means the first output.</param>
     /// <param name="gradientAccumulation">Emit the accumulation inputs/outputs of the artifacts contract; otherwise output plain gradients named <c>&lt;p&gt;_grad</c>.</param>
@@ -68,6 +81,7 @@ public static class TrainingGraphBuilder
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(selection);
         ArgumentNullException.ThrowIfNull(loss);
+        source = UpgradeOpset(source);
         var opset = CheckModel(source);
         var (trainable, frozen) = selection.Resolve(source);
         // Running statistics are never trainable parameters; those of layers training with batch statistics are state.
@@ -207,16 +221,22 @@ public static class TrainingGraphBuilder
         };
     }
 
-    /// <summary>Checks opset and domains; returns the default-domain opset.</summary>
+    /// <summary>
+    /// Checks opset and domains of a model ready for the backward builder; returns the default-domain opset. Models at
+    /// opset 11 or 12 pass through <see cref="UpgradeOpset"/> first (the builders do that themselves).
+    /// </summary>
     /// <exception cref="UnsupportedModelException">Opset below 13 or a node outside the default domain.</exception>
     public static long CheckModel(ModelProto model)
     {
+        ArgumentNullException.ThrowIfNull(model);
         var opset = model.OpsetImport.FirstOrDefault(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx")?.Version
             ?? throw new UnsupportedModelException("The model imports no default-domain (ai.onnx) opset.");
         if (opset < MinimumOpset)
             throw new UnsupportedModelException(
-                $"The model uses opset {opset}; OnnxTune needs opset {MinimumOpset} or newer. Upgrade it first, e.g. in Python: " +
-                "onnx.save(onnx.version_converter.convert_version(onnx.load('model.onnx'), 17), 'model17.onnx'), or re-export with opset_version=17.");
+                opset >= Transforms.OpsetUpgrade.OldestUpgradable
+                    ? $"The model uses opset {opset}; OnnxTune needs opset {MinimumOpset} or newer. Opsets 11 and 12 are upgraded automatically by the graph builders; call TrainingGraphBuilder.UpgradeOpset(model) before checking it directly."
+                    : $"The model uses opset {opset}; OnnxTune needs opset {MinimumOpset} or newer (opsets 11 and 12 are upgraded to {MinimumOpset} automatically). Upgrade it first, e.g. in Python: " +
+                      "onnx.save(onnx.version_converter.convert_version(onnx.load('model.onnx'), 17), 'model17.onnx'), or re-export with opset_version=17.");
         var foreign = model.Graph.Node.FirstOrDefault(n => !string.IsNullOrEmpty(n.Domain) && n.Domain != "ai.onnx");
         if (foreign is not null)
             throw new UnsupportedModelException(

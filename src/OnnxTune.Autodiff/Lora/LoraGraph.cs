@@ -64,6 +64,8 @@ public static class LoraGraph
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        // The adapter Dropout is the opset-12+ form; an opset-11/12 model is upgraded to 13 first.
+        model = Transforms.OpsetUpgrade.ApplyIfUpgradable(model);
         var targets = ResolveTargets(model, options);
         var result = model.Clone();
         var g = result.Graph;

@@ -44,6 +44,11 @@ public static class FrozenPrefixSplitter
         var controlFlow = graph.Node.FirstOrDefault(n => n.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0));
         if (controlFlow is not null)
             throw new PrefixSplitException($"{controlFlow.Describe()} holds a subgraph; the frozen-prefix splitter does not split models with control flow.");
+        // The suffix becomes training artifacts: split the opset-13 form of an opset-11/12 model, so prefix and
+        // suffix agree with the inference model the artifacts serve.
+        model = Transforms.OpsetUpgrade.ApplyIfUpgradable(model);
+        graph = model.Graph;
+        initializers = graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
 
         var order = TopologicalOrder.Sort(graph);
         var types = TensorTypeInference.Run(graph, order, new ConstantTable(graph));

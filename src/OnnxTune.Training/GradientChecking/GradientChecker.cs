@@ -102,6 +102,8 @@ public static class GradientChecker
     {
         ArgumentNullException.ThrowIfNull(model);
         options ??= new GradientCheckOptions();
+        // Opset 11/12 models are checked as the opset-13 model the artifacts would train.
+        model = TrainingGraphBuilder.UpgradeOpset(model);
         TrainingGraphBuilder.CheckModel(model);
         var rng = new Random(options.Seed);
         var inputs = TrainingGraphBuilder.DataInputs(model);
