@@ -46,10 +46,23 @@ public sealed class BadInputTests : IDisposable
     }
 
     [Fact]
-    public void Opset_11_model_is_refused_with_upgrade_advice()
+    public void Opset_10_model_is_refused_with_upgrade_advice()
+    {
+        var model = OnnxTune.Onnx.ModelIO.OnnxModelReader.Load(Path.Combine(Repo.Fixtures, "check", "mlp_opset11.onnx"));
+        foreach (var o in model.OpsetImport) if (string.IsNullOrEmpty(o.Domain)) o.Version = 10;
+        OnnxTune.Onnx.ModelIO.OnnxModelWriter.Save(model, _dir["old.onnx"]);
+        Run("artifacts", "old.onnx", "--out", "x").ExpectFailure("opset 10", "11 and 12 are upgraded", "version_converter");
+    }
+
+    [Fact]
+    public void Opset_11_model_is_upgraded_with_a_note()
     {
         File.Copy(Path.Combine(Repo.Fixtures, "check", "mlp_opset11.onnx"), _dir["old.onnx"]);
-        Run("artifacts", "old.onnx", "--out", "x").ExpectFailure("opset 11", "13", "version_converter");
+        var run = Run("artifacts", "old.onnx", "--out", "x", "--loss", "mse").Expect(0);
+        Assert.Contains("upgraded to opset 13", run.Out, StringComparison.Ordinal);
+        var inference = OnnxTune.Onnx.ModelIO.OnnxModelReader.Load(Path.Combine(_dir["x"], "inference_model.onnx"));
+        Assert.Equal(13, inference.OpsetImport.Single(o => string.IsNullOrEmpty(o.Domain)).Version);
+        Assert.Contains("upgraded to opset 13", Run("inspect", "old.onnx").Expect(0).Out, StringComparison.Ordinal);
     }
 
     [Fact]

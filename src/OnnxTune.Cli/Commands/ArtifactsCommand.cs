@@ -36,7 +36,7 @@ internal static class ArtifactsCommand
 
     public static Command Create(CliContext context)
     {
-        var model = new Argument<string>("model.onnx") { Description = "Inference model (opset 13 or newer)." };
+        var model = new Argument<string>("model.onnx") { Description = "Inference model (opset 13 or newer; opsets 11 and 12 are upgraded to 13)." };
         var output = new Option<string>("--out") { Description = "Artifacts folder to write.", Required = true, HelpName = "dir" };
         var shared = new SelectionAndLossOptions("Loss (default cross-entropy, ignore index -100 like PyTorch).");
         var optimizer = new Option<string>("--optimizer") { Description = "Optimizer (default adamw).", HelpName = "adamw|sgd" };
@@ -125,7 +125,9 @@ internal static class ArtifactsCommand
         head ??= new HeadSettings();
         var source = context.FullPath(modelPath);
         var dir = context.FullPath(outDir);
-        var model = OnnxModelReader.Load(source);
+        // An opset-11/12 model is upgraded first: the task head and the artifacts use opset-13 forms, and the
+        // artifacts' inference model (served and exported) is the upgraded one. The manifest hashes the file given.
+        var model = CheckCommand.UpgradedModel(context, OnnxModelReader.Load(source));
         var w = context.Out;
         CheckHeadFlags(head);
 

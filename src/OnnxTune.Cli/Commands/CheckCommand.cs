@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Onnx;
+using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Autodiff.Gradients;
 using OnnxTune.Onnx.Graph;
 using OnnxTune.Onnx.Tensors;
@@ -48,7 +49,7 @@ internal static class CheckCommand
     public static int Run(CliContext context, string modelPath, GradientCheckOptions options, int? trainableLayers = null)
     {
         var path = context.FullPath(modelPath);
-        var model = OnnxModelReader.Load(path);
+        var model = UpgradedModel(context, OnnxModelReader.Load(path));
         // As in 'artifacts': on a BERT-style encoder, globs also match the inferred names of unnamed weights
         // (927 is encoder.layer.0.attention.self.query.weight) and --trainable-layers picks whole blocks.
         var layerMap = OnnxTune.Text.Layers.EncoderLayerMap.Create(model);
@@ -87,6 +88,18 @@ internal static class CheckCommand
     /// Sets the ratio of every Dropout to a constant 0, so the training-mode graph is deterministic and equals the
     /// rest of the model's function; the mask output is then all true. Returns the number of Dropout nodes.
     /// </summary>
+    /// <summary>The model as the graph builders train it: opsets 11 and 12 upgraded to 13 (with a note), others as they are.</summary>
+    internal static ModelProto UpgradedModel(CliContext context, ModelProto model)
+    {
+        var upgraded = TrainingGraphBuilder.UpgradeOpset(model);
+        if (!ReferenceEquals(upgraded, model))
+        {
+            var from = model.OpsetImport.First(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx").Version;
+            context.Out.WriteLine($"note: the model uses opset {from}; it is upgraded to opset {TrainingGraphBuilder.MinimumOpset} (same outputs) before training.");
+        }
+        return upgraded;
+    }
+
     internal static int NeutraliseDropout(ModelProto model)
     {
         var nodes = model.Graph.Node.Where(n => n.OpType == "Dropout" && string.IsNullOrEmpty(n.Domain)).ToList();

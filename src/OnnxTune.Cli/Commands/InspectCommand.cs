@@ -2,6 +2,7 @@ using System.CommandLine;
 using Onnx;
 using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Autodiff.Gradients;
+using OnnxTune.Onnx;
 using OnnxTune.Onnx.ModelIO;
 using OnnxTune.Onnx.Tensors;
 using OnnxTune.Text.Layers;
@@ -35,6 +36,23 @@ internal static class InspectCommand
         var opset = model.OpsetImport.Where(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx").Select(o => o.Version).DefaultIfEmpty(0).Max();
         w.WriteLine($"{modelPath}");
         w.WriteLine($"  producer: {(string.IsNullOrEmpty(model.ProducerName) ? "?" : model.ProducerName)} {model.ProducerVersion}, IR {model.IrVersion}, opset {opset}");
+        // Opsets 11 and 12 train as their opset-13 upgrade: report the ops (and their rules) of that graph.
+        var trained = model;
+        if (opset is >= 11 and < TrainingGraphBuilder.MinimumOpset)
+        {
+            try
+            {
+                trained = TrainingGraphBuilder.UpgradeOpset(model);
+                w.WriteLine($"  upgraded to opset {TrainingGraphBuilder.MinimumOpset} for training (same outputs); the ops below are the upgraded graph's");
+            }
+            catch (UnsupportedModelException e)
+            {
+                w.WriteLine($"  cannot be upgraded to opset {TrainingGraphBuilder.MinimumOpset} for training: {e.Message}");
+            }
+        }
+        else if (opset < 11)
+            w.WriteLine($"  opset {opset} is too old to train (OnnxTune needs {TrainingGraphBuilder.MinimumOpset}; 11 and 12 are upgraded automatically)");
+        var ruleOpset = ReferenceEquals(trained, model) ? opset : TrainingGraphBuilder.MinimumOpset;
 
         var initializers = model.Graph.Initializer.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
         w.WriteLine("inputs:");
@@ -75,7 +93,7 @@ internal static class InspectCommand
         }
 
         var registry = GradientRuleRegistry.Default;
-        var ops = AllNodes(model.Graph)
+        var ops = AllNodes(trained.Graph)
             .GroupBy(n => (Domain: n.Domain ?? "", n.OpType))
             .OrderByDescending(g => g.Count()).ThenBy(g => g.Key.OpType, StringComparer.Ordinal)
             .ToList();
@@ -86,7 +104,7 @@ internal static class InspectCommand
         {
             var (domain, op) = g.Key;
             var status = registry.IsNonDifferentiable(domain, op) ? "non-differentiable (no gradient flows)"
-                : registry.Find(domain, op, opset) is not null ? "gradient rule"
+                : registry.Find(domain, op, ruleOpset) is not null ? "gradient rule"
                 : "NO gradient rule";
             if (status.StartsWith("NO", StringComparison.Ordinal)) missing++;
             w.WriteLine($"  {Qualified(domain, op).PadRight(width)} {g.Count(),5}  {status}");

@@ -64,8 +64,10 @@ public static class TaskHeadBuilder
         if (encoder.Graph is null)
             throw new TaskHeadException("The encoder model has no graph.");
         var opset = encoder.OpsetImport.FirstOrDefault(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx")?.Version ?? 0;
-        if (opset < 13)
-            throw new TaskHeadException($"The encoder uses opset {opset}; task heads are written in opset 13 forms (Unsqueeze/ReduceSum axes as inputs). Convert the model to opset 13 or newer first.");
+        if (opset < 11)
+            throw new TaskHeadException($"The encoder uses opset {opset}; task heads are written in opset 13 forms (Unsqueeze/ReduceSum axes as inputs) and only opsets 11 and 12 are upgraded to 13 automatically. Convert the model to opset 13 or newer first.");
+        // Opsets 11 and 12 are upgraded to 13 (same outputs) before the head is added.
+        if (opset < TrainingGraphBuilder.MinimumOpset) encoder = TrainingGraphBuilder.UpgradeOpset(encoder);
 
         var model = encoder.Clone();
         var g = model.Graph;
