@@ -1,6 +1,8 @@
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using OnnxTune.Autodiff.Artifacts;
+using OnnxTune.Autodiff.Lora;
+using OnnxTune.Autodiff.Partitioning;
 using OnnxTune.Autodiff.Transforms;
 using OnnxTune.Onnx;
 using OnnxTune.Onnx.Graph;
@@ -377,5 +379,43 @@ public sealed class OpsetUpgradeTests : IDisposable
             AssertClose(eval, logits, 1e-4);
         }
         Assert.Contains(Enumerable.Range(0, before.Length), i => Math.Abs(before[i] - eval[i]) > 1e-3); // the weights did change
+    }
+
+    [Fact]
+    public void An_opset_12_model_takes_LoRA_adapters_with_dropout_and_trains()
+    {
+        var model = AttentionModel();
+        var artifacts = ArtifactBuilder.Build(model, new ArtifactOptions
+        {
+            Loss = new LossSpec { Kind = LossKind.CrossEntropy, OutputName = "logits" },
+            Optimizer = new OptimizerSpec { Kind = OptimizerKind.Sgd, LearningRate = 0.2 },
+            Lora = new LoraOptions { Targets = ["wq", "wk"], Rank = 2, Dropout = 0.1 },
+        });
+        Assert.Equal(13L, OpsetUpgrade.DefaultOpset(artifacts.Inference));
+        // The training graph holds the adapters' opset-12+ Dropout next to the upgraded forward graph.
+        Assert.Contains(artifacts.Training.Graph.Node, n => n.OpType == "Dropout" && n.Input.Count == 3);
+        var dir = Path.Combine(_dir, "lora");
+        ArtifactBuilder.Save(artifacts, dir);
+        using var engine = TrainingEngine.Open(dir);
+        var batch = Batch(2, 8);
+        var first = engine.TrainStep(batch);
+        engine.OptimizerStep();
+        for (var i = 0; i < 10; i++) { engine.TrainStep(batch); engine.OptimizerStep(); }
+        var last = engine.TrainStep(batch);
+        Assert.True(float.IsFinite(first) && last < first, $"loss {first} -> {last}");
+    }
+
+    [Fact]
+    public void An_opset_12_model_splits_into_an_upgraded_prefix_and_suffix_with_the_same_outputs()
+    {
+        var model = AttentionModel();
+        var split = FrozenPrefixSplitter.Split(model, ["wo", "bo"]);
+        Assert.Equal(13L, OpsetUpgrade.DefaultOpset(split.Prefix));
+        Assert.Equal(13L, OpsetUpgrade.DefaultOpset(split.Suffix));
+        var x = Random(3 * 24, 9);
+        var full = Run(model, ("features", x, [3, 4, 6]))["logits"];
+        var prefixOut = Run(split.Prefix, ("features", x, [3, 4, 6]));
+        var feeds = split.Manifest.Frontier.Select(f => (f.Name, prefixOut[f.Name], f.Shape.Select((d, i) => i == 0 ? 3L : long.Parse(d, System.Globalization.CultureInfo.InvariantCulture)).ToArray())).ToArray();
+        AssertClose(full, Run(split.Suffix, feeds)["logits"], 1e-5);
     }
 }
