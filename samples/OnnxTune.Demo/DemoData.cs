@@ -42,14 +42,20 @@ internal sealed record DemoData(
         var count = (int)(s.WaveSize * 1.5) + 20; // enough for the wave's training records plus the held-out share
         for (var w = 0; w < s.Rounds; w++)
         {
-            var domain = fresh[Math.Min(fresh.Count - 1, w * fresh.Count / s.Rounds)];
+            // The new domains launch evenly over the waves: with fewer waves than domains a wave brings several.
+            var first = Math.Min(fresh.Count - 1, w * fresh.Count / s.Rounds);
+            var launching = fresh.GetRange(first, Math.Max(1, (w + 1) * fresh.Count / s.Rounds - first));
             var records = new List<(string, string, string)>(count);
+            var nextDomain = 0;
             for (var i = 0; i < count; i++)
             {
-                var u = rng.NextDouble() < s.OldShare ? knownPool[nextKnown++ % knownPool.Count] : newPools[domain][nextNew[domain]++ % newPools[domain].Count];
+                var domain = launching[nextDomain];
+                var fromKnown = rng.NextDouble() < s.OldShare;
+                if (!fromKnown) nextDomain = (nextDomain + 1) % launching.Count;
+                var u = fromKnown ? knownPool[nextKnown++ % knownPool.Count] : newPools[domain][nextNew[domain]++ % newPools[domain].Count];
                 records.Add((u.Text, u.Intent, $"user-{rng.Next(200)}"));
             }
-            waves.Add(new Wave(waves.Count + 1, domain, false, records));
+            waves.Add(new Wave(waves.Count + 1, string.Join("+", launching), false, records));
             if (w + 1 == poisonAfter)
             {
                 // Ordinary traffic, but the client attaches a random one of the 150 intents to every utterance.
