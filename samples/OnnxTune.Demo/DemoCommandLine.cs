@@ -31,6 +31,7 @@ internal static class DemoCommandLine
         var wave = new Option<int>("--wave") { Description = "Training records per wave (= MinNewFeedback).", DefaultValueFactory = _ => d.WaveSize };
         var oldShare = new Option<double>("--old-share") { Description = "Share of a wave's feedback about the known domains.", DefaultValueFactory = _ => d.OldShare };
         var perIntent = new Option<int>("--train-per-intent") { Description = "Utterances per known intent the shipped model is trained on.", DefaultValueFactory = _ => d.TrainPerIntent };
+        var golden = new Option<int>("--golden-per-intent") { Description = "Utterances per known intent in the golden set (the gate's forgetting check).", DefaultValueFactory = _ => d.GoldenPerIntent };
         var layers = new Option<int>("--trainable-layers") { Description = "Top encoder layers trained besides the head.", DefaultValueFactory = _ => d.TrainableLayers };
         var noPoison = new Option<bool>("--no-poison") { Description = "Skip the buggy client's random-label wave." };
         var outDir = new Option<string?>("--out") { Description = "Output folder (default artifacts/demo)." };
@@ -40,7 +41,7 @@ internal static class DemoCommandLine
         var noCache = new Option<bool>("--no-prefix-cache") { Description = "Train rounds through the whole encoder instead of on the frozen-prefix cache (UsePrefixCache = false), for comparison." };
         var root = new RootCommand("OnnxTune demo: MiniLM + head learning new intents from text feedback, on-device, without forgetting the known ones.")
         {
-            fast, rounds, wave, oldShare, perIntent, layers, noPoison, outDir, distill, encoderScale, replayShare, noCache,
+            fast, rounds, wave, oldShare, perIntent, golden, layers, noPoison, outDir, distill, encoderScale, replayShare, noCache,
         };
         root.SetAction((r, _) => run(new DemoSettings
         {
@@ -48,6 +49,7 @@ internal static class DemoCommandLine
             WaveSize = r.GetValue(wave),
             OldShare = r.GetValue(oldShare),
             TrainPerIntent = r.GetValue(perIntent),
+            GoldenPerIntent = r.GetValue(golden),
             TrainableLayers = r.GetValue(layers),
             Poison = !r.GetValue(noPoison),
             OutDir = r.GetValue(outDir),
