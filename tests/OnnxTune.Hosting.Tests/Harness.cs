@@ -114,6 +114,11 @@ internal sealed class Harness : IAsyncDisposable
         }
     }
 
+    /// <summary>Asserts a round's outcome; a mismatch names the gate's reasons or the round's error.</summary>
+    public static void AssertOutcome(RoundOutcome expected, RoundCompletedEventArgs e) =>
+        Assert.True(e.Outcome == expected,
+            $"expected {expected}, got {e.Outcome}: {(e.Decision is { } d ? string.Join("; ", d.Reasons) : e.Error?.Message)}");
+
     public int PredictedClass()
     {
         var y = Handle.Predict(TestModels.Input(TensorData.Float([0.1f, 0.2f, 0.3f, 0.4f], 1, 4))).Outputs["y"].FloatData!;

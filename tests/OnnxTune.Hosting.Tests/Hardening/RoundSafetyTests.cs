@@ -107,10 +107,10 @@ public sealed class RoundSafetyTests : IDisposable
         await using var h = await Harness.StartAsync(_dir, round, o => o.MinHeldOutImprovement = 0);
         await h.WriteFeedbackAsync(30, label: 2, seed: 3);
         round.Then(2);
-        Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
+        Harness.AssertOutcome(RoundOutcome.Promoted, await h.NextRoundAsync());
         await h.WriteFeedbackAsync(30, label: 2, seed: 4);
         round.Then(2);
-        Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
+        Harness.AssertOutcome(RoundOutcome.Promoted, await h.NextRoundAsync());
         Assert.Equal(2, h.Handle.ServingVersion);
 
         await h.WriteFeedbackAsync(30, label: 2, seed: 5);
@@ -125,7 +125,7 @@ public sealed class RoundSafetyTests : IDisposable
         Assert.Equal(1, h.Versions.GetCurrent()!.Version);
         // Its feedback is new again: the next round trains on it from version 1.
         round.Then(2);
-        Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
+        Harness.AssertOutcome(RoundOutcome.Promoted, await h.NextRoundAsync());
         Assert.Equal(round.Inputs[2].NewFeedback.Select(x => x.Id), round.Inputs[3].NewFeedback.Select(x => x.Id));
         Assert.EndsWith(Path.Combine("v000001", "checkpoint"), round.Inputs[3].ServingCheckpointPath, StringComparison.Ordinal);
     }
@@ -150,7 +150,7 @@ public sealed class RoundSafetyTests : IDisposable
 
         // The next round trains on bob's records only and promotes; its provenance names bob's keyed hash, not his id.
         round.Then(2);
-        Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
+        Harness.AssertOutcome(RoundOutcome.Promoted, await h.NextRoundAsync());
         Assert.All(round.Inputs[1].NewFeedback, x => Assert.Equal("bob", x.UserId));
         var v1 = h.Versions.GetCurrent()!;
         var provenance = ModelVersionStore.ReadProvenance(v1)!;
@@ -220,7 +220,7 @@ public sealed class RoundSafetyTests : IDisposable
 
         flaky.Failing = false;
         round.Then(2);
-        Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
+        Harness.AssertOutcome(RoundOutcome.Promoted, await h.NextRoundAsync());
         Assert.Equal(HealthStatus.Healthy, (await HealthAsync(h)).Status);
     }
 
@@ -240,7 +240,7 @@ public sealed class RoundSafetyTests : IDisposable
         Assert.Equal(ModelHealth.UnhealthyFailedRounds, health.Entries["onnxtune"].Data["consecutive_failed_rounds"]);
         Assert.Contains("rounds failed in a row", health.Entries["onnxtune"].Description, StringComparison.Ordinal);
         round.Then(2);
-        Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
+        Harness.AssertOutcome(RoundOutcome.Promoted, await h.NextRoundAsync());
         Assert.Equal(HealthStatus.Healthy, (await HealthAsync(h)).Status);
     }
 
@@ -253,7 +253,7 @@ public sealed class RoundSafetyTests : IDisposable
         await h.Store.SetStateAsync(FineTuningBackgroundService.WatermarkKey, "-x");
         await h.WriteFeedbackAsync(30, label: 2, seed: 11);
         round.Then(2);
-        Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
+        Harness.AssertOutcome(RoundOutcome.Promoted, await h.NextRoundAsync());
     }
 
     [Fact]
@@ -264,10 +264,10 @@ public sealed class RoundSafetyTests : IDisposable
         {
             await h.WriteFeedbackAsync(30, label: 2, seed: 12);
             round.Then(2);
-            Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
+            Harness.AssertOutcome(RoundOutcome.Promoted, await h.NextRoundAsync());
             await h.WriteFeedbackAsync(30, label: 2, seed: 13);
             round.Then(2);
-            Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
+            Harness.AssertOutcome(RoundOutcome.Promoted, await h.NextRoundAsync());
         }
         // Version 2's model is damaged on disk (a bad sector, a hand edit).
         File.WriteAllBytes(Path.Combine(_dir.Sub("store"), "versions", "v000002", ModelVersionStore.ModelFileName), [1, 2, 3]);
@@ -287,7 +287,7 @@ public sealed class RoundSafetyTests : IDisposable
         {
             await h.WriteFeedbackAsync(30, label: 2, seed: 14);
             round.Then(2);
-            Assert.Equal(RoundOutcome.Promoted, (await h.NextRoundAsync()).Outcome);
+            Harness.AssertOutcome(RoundOutcome.Promoted, await h.NextRoundAsync());
         }
         // The pointer names a version that is not on disk (a lost rename after power loss).
         File.WriteAllText(Path.Combine(_dir.Sub("store"), "versions", ModelVersionStore.CurrentFileName), "7");
