@@ -45,7 +45,10 @@ public sealed class KillRestartTests : IDisposable
         Clusters.WriteArtifacts(_dir.Sub("artifacts"));
 
         // 1. Feed until version 1 is promoted and the next round is training, then kill the process outright.
-        var feed = Start("feed", "--epochs", "300", "--batch-size", "1", "--seed", "1", "--interval-ms", "10");
+        // Long rounds, so the kill lands inside one even when this process reacts slowly (a busy machine): at 300 epochs
+        // a fast child finished the round (~0.4 s) before the kill arrived.
+        const int epochs = 1000; // EpochsPerRound's maximum
+        var feed = Start("feed", "--epochs", epochs.ToString(CultureInfo.InvariantCulture), "--batch-size", "1", "--seed", "1", "--interval-ms", "10");
         await feed.WaitForLineAsync(l => l == "PROMOTED 1", Timeout);
         var promotedAt = clock.Elapsed;
         var probe1 = feed.Lines().Single(l => l.StartsWith("PROBE 1 ", StringComparison.Ordinal))["PROBE 1 ".Length..];
@@ -55,7 +58,7 @@ public sealed class KillRestartTests : IDisposable
         var next = long.Parse(completed.Split(' ')[1], CultureInfo.InvariantCulture) + 1;
         await feed.WaitForLineAsync(l => l == $"ROUND_STARTED {next}", Timeout);
         var roundDir = Path.Combine(Store, "rounds", next.ToString("D6", CultureInfo.InvariantCulture));
-        // Kill inside the round's epochs (after its fifth of 300, each of 50+ steps) with records accepted while it trains.
+        // Kill inside the round's epochs (after its fifth, each of 50+ steps) with records accepted while it trains.
         await feed.WaitForLineAsync(l => l == $"EPOCH {next} 5", Timeout);
         await WaitUntilAsync(() => Accepted(feed.Lines().SkipWhile(l => l != $"ROUND_STARTED {next}")).Count >= 3, "records accepted during the round");
         var killedAt = clock.Elapsed;
@@ -68,11 +71,11 @@ public sealed class KillRestartTests : IDisposable
         var lastEpoch = lines.Where(l => l.StartsWith($"EPOCH {next} ", StringComparison.Ordinal)).Max(l => int.Parse(l.Split(' ')[2], CultureInfo.InvariantCulture));
         _output.WriteLine(feed.RoundLog());
         var acceptedDuringRound = Accepted(lines.SkipWhile(l => l != $"ROUND_STARTED {next}")).Count;
-        _output.WriteLine($"feed: PROMOTED 1 at {promotedAt.TotalSeconds:F1} s, killed at {killedAt.TotalSeconds:F1} s after epoch {lastEpoch} of 300 of round {next}; {accepted.Count} records accepted ({accepted.Count - acceptedBeforePromotion} after the promotion, {acceptedDuringRound} during the killed round)");
+        _output.WriteLine($"feed: PROMOTED 1 at {promotedAt.TotalSeconds:F1} s, killed at {killedAt.TotalSeconds:F1} s after epoch {lastEpoch} of {epochs} of round {next}; {accepted.Count} records accepted ({accepted.Count - acceptedBeforePromotion} after the promotion, {acceptedDuringRound} during the killed round)");
         Assert.DoesNotContain(lines, l => l.StartsWith($"ROUND_COMPLETED {next} ", StringComparison.Ordinal) || l == "PROMOTED 2");
         Assert.True(accepted.Count > acceptedBeforePromotion, "no record was accepted after version 1 was promoted");
         // The kill left the round half done: its scratch folder is still there and version 1 is still current.
-        Assert.True(lastEpoch < 300 && Directory.Exists(roundDir), $"round {next} (last epoch {lastEpoch}) was not killed mid-round");
+        Assert.True(lastEpoch < epochs && Directory.Exists(roundDir), $"round {next} (last epoch {lastEpoch}) was not killed mid-round");
         Assert.Equal("1", File.ReadAllText(Path.Combine(Versions, ModelVersionStore.CurrentFileName)).Trim());
         // What a kill during a promotion's copy would leave: a temp version folder with a truncated model.
         var partial = Directory.CreateDirectory(Path.Combine(Versions, $".tmp-v000002-{Guid.NewGuid():N}")).FullName;
