@@ -56,10 +56,26 @@ internal sealed class HeldOutGate(double minImprovement) : IValidationGate
         var detail = string.Create(CultureInfo.InvariantCulture,
             $"candidate {c:F4} vs serving {s:F4} (n={p.Count}, only serving right {p.ServingOnlyCorrect}, only candidate right {p.CandidateOnlyCorrect}); difference {p.Difference:+0.0000;-0.0000}, {p.Confidence:P0} lower bound {p.LowerBound:+0.0000;-0.0000} vs margin −{p.Margin:F4}{extra}");
         if (p.LowerBound < -p.Margin - 1e-12)
+        {
+            // A sample so small that even a candidate right on every record the serving model gets wrong cannot clear
+            // the bound is inconclusive, not evidence that the candidate is worse.
+            var needed = MinConclusiveCount(p.Margin, p.Confidence);
+            if (p.Count < needed && p.ServingOnlyCorrect == 0)
+                return ValueTask.FromResult(GateCheckResult.Fail(Name, string.Create(CultureInfo.InvariantCulture,
+                    $"held-out sample too small to conclude: {p.Count} record(s), at least {needed} needed to show non-inferiority at {p.Confidence:P0} within margin {p.Margin:F4}: ") + detail));
             return ValueTask.FromResult(GateCheckResult.Fail(Name, "held-out accuracy is worse beyond the margin: " + detail));
+        }
         if (minImprovement > 0 && c - s < minImprovement - 1e-12)
             return ValueTask.FromResult(GateCheckResult.Fail(Name, "held-out metric did not improve enough: " + detail));
         return ValueTask.FromResult(GateCheckResult.Pass(Name, detail));
+    }
+
+    /// <summary>The smallest held-out sample on which a candidate right wherever the serving model is wrong can pass.</summary>
+    internal static int MinConclusiveCount(double margin, double confidence)
+    {
+        for (var n = 1; n < 1_000_000; n++)
+            if (Compare(n, 0, n, margin, confidence).LowerBound >= -margin - 1e-12) return n;
+        return int.MaxValue;
     }
 
     /// <summary>
