@@ -50,6 +50,12 @@ internal static class W4OnnxTune
 
         var engineOptions = new TrainingEngineOptions { IntraOpThreads = s.Threads, InterOpThreads = 1, Seed = s.Seed };
         if (spinning is { } spin) engineOptions.Spinning = spin;
+        if (Environment.GetEnvironmentVariable("ONNXTUNE_W4_PROFILE") is { Length: > 0 } profile)
+            engineOptions.ConfigureSessionOptions = so =>
+            {
+                so.ProfileOutputPathPrefix = profile;
+                so.EnableProfiling = true;
+            };
         using var session = TrainingEngine.Open(suffixDir, engineOptions);
         session.LearningRate = s.LearningRate;
         using var cache = new ActivationCache(split, new ActivationCacheOptions { BatchSize = s.BatchSize, IntraOpThreads = s.Threads });

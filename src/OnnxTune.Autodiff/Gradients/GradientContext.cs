@@ -83,9 +83,14 @@ public sealed class GradientContext
     /// <summary>Known small int64 constant value of a tensor (Constant node or initializer).</summary>
     public long[]? ConstantInts(string tensor) => _state.Constants.TryGet(tensor, out var v) ? v : null;
 
-    /// <summary>Values of a float32 initializer (e.g. Resize scales), or null.</summary>
-    public float[]? ConstantFloats(string tensor) =>
-        _state.Editor.Graph.Initializer.FirstOrDefault(t => t.Name == tensor) is { DataType: (int)DataType.Float } t ? TensorProtos.ToFloatArray(t) : null;
+    /// <summary>Values of a float32 initializer or <c>Constant</c> node output (e.g. Resize scales, a Pow exponent), or null.</summary>
+    public float[]? ConstantFloats(string tensor)
+    {
+        if (_state.Editor.Graph.Initializer.FirstOrDefault(t => t.Name == tensor) is { } init)
+            return init.DataType == (int)DataType.Float ? TensorProtos.ToFloatArray(init) : null;
+        var node = _state.Editor.Graph.Node.FirstOrDefault(n => n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && n.Output[0] == tensor);
+        return node?.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { DataType: (int)DataType.Float } t ? TensorProtos.ToFloatArray(t) : null;
+    }
 
     /// <summary>A unique intermediate tensor name for this node's backward pass.</summary>
     public string Intermediate(string hint) => _state.Editor.UniqueName(_prefix + hint);

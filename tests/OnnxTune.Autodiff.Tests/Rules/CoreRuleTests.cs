@@ -1,5 +1,6 @@
 using OnnxTune.Autodiff.Artifacts;
 using OnnxTune.Onnx.Graph;
+using OnnxTune.Onnx.Tensors;
 using OnnxTune.Training.GradientChecking;
 using DataType = Onnx.TensorProto.Types.DataType;
 
@@ -171,6 +172,37 @@ public class CoreRuleTests
         var w = f.Param("w", [3, 4], 0.5, 2);
         var e = f.ConstFloat("e", [3f]);
         GradientAssert.Passes(f.Output(f.Node("Pow", [w, e]), 3L, 4L), new GradientCheckOptions { Selection = new ParameterSelection { Trainable = ["w"] } });
+    }
+
+    [Theory]
+    [InlineData(2f, -2.0, 2.0)]
+    [InlineData(1f, -2.0, 2.0)]
+    [InlineData(0.5f, 0.5, 2.0)]
+    [InlineData(3f, -2.0, 2.0)]
+    [InlineData(-1.5f, 0.5, 2.0)]
+    public void Pow_with_a_constant_scalar_exponent_uses_its_closed_form(float exponent, double low, double high)
+    {
+        var f = new ModelFactory();
+        var w = f.Param("w", [3, 4], low, high);
+        var e = f.ConstFloat("e", [exponent]);
+        GradientAssert.Passes(f.Output(f.Node("Pow", [w, e]), 3L, 4L), new GradientCheckOptions { Selection = new ParameterSelection { Trainable = ["w"] } });
+    }
+
+    [Fact]
+    public void Pow_with_an_exponent_from_a_constant_node()
+    {
+        // PyTorch's exporter writes LayerNorm's x² as Pow(x, Constant 2).
+        var f = new ModelFactory();
+        var w = f.Param("w", [3, 4], -2, 2);
+        var e = f.Node("Constant", [], Attr.Tensor("value", TensorProtos.Float("two", [2f])));
+        var model = f.Output(f.Node("Pow", [w, e]), 3L, 4L);
+        GradientAssert.Passes(model, new GradientCheckOptions { Selection = new ParameterSelection { Trainable = ["w"] } });
+        var training = ArtifactBuilder.Build(model, new ArtifactOptions
+        {
+            Selection = new ParameterSelection { Trainable = ["w"] },
+            Loss = new LossSpec { Kind = LossKind.Mse, OutputName = model.Graph.Output[0].Name },
+        }).Training;
+        Assert.Equal(1, training.Graph.Node.Count(n => n.OpType == "Pow"));
     }
 
     [Theory]

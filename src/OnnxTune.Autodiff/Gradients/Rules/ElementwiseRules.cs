@@ -54,8 +54,22 @@ internal sealed class PowGradient : BroadcastingGradientRule
         if (!ctx.IsRequired(0)) return [null, null];
         var x = ctx.Input(0);
         var e = ctx.Input(1);
+        var dy = ctx.GradOutput(0)!;
+        // A constant scalar exponent (LayerNorm's x², a square root) gets a closed form: ONNX Runtime's CPU Pow
+        // special-cases only the exponents 2 and 3 and runs std::pow per element otherwise, so x^(e-1) for e = 2
+        // would be the slowest element-wise pass of an exported BERT layer's backward.
+        if (ctx.ConstantFloats(e) is [var c] && ctx.ElementTypeOf(x) == global::Onnx.TensorProto.Types.DataType.Float)
+        {
+            return [c switch
+            {
+                1f => dy,
+                2f => ctx.Op("Mul", dy, ctx.Op("Mul", x, ctx.ScalarLike(2f, x))),
+                0.5f => ctx.Op("Div", ctx.Op("Mul", dy, ctx.ScalarLike(0.5f, x)), ctx.Output(0)),
+                _ => ctx.Op("Mul", dy, ctx.Op("Mul", ctx.Op("Pow", x, ctx.ScalarLike(c - 1f, x)), ctx.ScalarLike(c, x))),
+            }, null];
+        }
         var eMinusOne = ctx.Op("Sub", e, ctx.ScalarLike(1f, e));
-        var dx = ctx.Op("Mul", ctx.GradOutput(0)!, ctx.Op("Mul", e, ctx.Op("Pow", x, eMinusOne)));
+        var dx = ctx.Op("Mul", dy, ctx.Op("Mul", e, ctx.Op("Pow", x, eMinusOne)));
         return [dx, null];
     }
 }
