@@ -45,6 +45,7 @@ internal static class W4OnnxTune
             Optimizer = new OptimizerSpec { Kind = OptimizerKind.AdamW, LearningRate = s.LearningRate, WeightDecay = s.WeightDecay },
         });
         ArtifactGenerator.Save(built, suffixDir);
+        Console.Error.WriteLine($"[onnxtune] training graph: {built.Training.Graph.Node.Count} nodes, {built.Training.Graph.Node.Count(n => n.OpType == "LayerNormalization")} LayerNormalization, {built.Training.Graph.Node.Count(n => n.OpType == "Pow")} Pow");
         var setup = wall.Elapsed;
         var phases = new Dictionary<string, double> { ["split_and_artifacts"] = Peak.Megabytes() };
 

@@ -94,7 +94,15 @@ public static class TrainingGraphBuilder
         {
             var clipBounds = source.Graph.Node.Where(n => n.OpType == "Clip" && string.IsNullOrEmpty(n.Domain)).SelectMany(n => n.Input.Skip(1)).ToHashSet(StringComparer.Ordinal);
             trainable.RemoveAll(clipBounds.Contains);
+            // Likewise a Pow exponent and the ε of a LayerNorm written out in element-wise ops (Python floats in PyTorch).
+            var structural = source.Graph.Node.Where(n => n.OpType == "Pow" && string.IsNullOrEmpty(n.Domain) && n.Input.Count > 1).Select(n => n.Input[1])
+                .Concat(Transforms.LayerNormFusion.Constants(source)).ToHashSet(StringComparer.Ordinal);
+            trainable.RemoveAll(structural.Contains);
         }
+        // A LayerNorm written out in element-wise ops trains as one LayerNormalization node (unless one of its
+        // constants was selected to train).
+        source = Transforms.LayerNormFusion.Apply(source, trainable.ToHashSet(StringComparer.Ordinal));
+        opset = CheckModel(source);
         var bnNodes = BatchNormTrainingRewrite.Select(source.Graph, trainable.ToHashSet(StringComparer.Ordinal), batchNorm.Mode);
         var stateNames = batchNorm.StatisticsAsState ? bnNodes.SelectMany(n => new[] { n.Mean, n.Var }).ToList() : [];
         var trainableNow = trainable.ToHashSet(StringComparer.Ordinal);
