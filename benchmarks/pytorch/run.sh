@@ -25,5 +25,12 @@ fi
 export OMP_NUM_THREADS=2
 
 script=bench.py
-if [[ "${1:-}" == "--w4" ]]; then script=w4.py; shift; fi
+if [[ "${1:-}" == "--w4" ]]; then
+  script=w4.py; shift
+  # w4.py reads the initial weights from the ONNX model's initializers.
+  if ! /usr/bin/python3 -c 'import onnx' 2>/dev/null; then
+    echo "run.sh: /usr/bin/python3 cannot import onnx, which W4 needs (apt-get install python3-onnx)" >&2
+    exit 1
+  fi
+fi
 exec /usr/bin/python3 "$here/$script" "$@"
