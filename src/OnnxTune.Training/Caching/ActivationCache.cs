@@ -21,6 +21,14 @@ public sealed record ActivationCacheOptions
 
     /// <summary>Intra-op threads of the prefix session (0: ONNX Runtime's default).</summary>
     public int IntraOpThreads { get; init; }
+
+    /// <summary>
+    /// Keep the prefix session open after <see cref="ActivationCache.Build"/>. By default it is released when a build
+    /// ends, so its weights and activation arena do not sit beside the training session; a later build that meets new
+    /// examples opens it again. Keep it when many small builds follow one another.
+    /// </summary>
+    /// <value>The default value is false.</value>
+    public bool KeepPrefixSession { get; init; }
 }
 
 /// <summary>What <see cref="ActivationCache.Build"/> did.</summary>
@@ -163,6 +171,7 @@ public sealed class ActivationCache : IDisposable
                 runs++;
             }
         if (missing.Count > 0) _dirty = true;
+        if (!Options.KeepPrefixSession) ReleasePrefixSession();
         if (_dirty && Options.FilePath is { } path) Save(path);
         return new CacheBuildResult(missing.Count, reused, runs, watch.Elapsed);
     }
@@ -242,9 +251,19 @@ public sealed class ActivationCache : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        _prefix?.Dispose();
-        _sessionOptions?.Dispose();
+        ReleasePrefixSession();
         _runOptions.Dispose();
+    }
+
+    /// <summary>True while the prefix session is open (between the first prefix run of a build and its end, or longer with <see cref="ActivationCacheOptions.KeepPrefixSession"/>).</summary>
+    internal bool PrefixSessionOpen => _prefix is not null;
+
+    private void ReleasePrefixSession()
+    {
+        _prefix?.Dispose();
+        _prefix = null;
+        _sessionOptions?.Dispose();
+        _sessionOptions = null;
     }
 
     private void LoadFile(string path)

@@ -106,6 +106,27 @@ public sealed class CachedTrainingTests
     }
 
     [Fact]
+    public void The_prefix_session_is_released_after_each_build_unless_kept()
+    {
+        var split = FrozenPrefixSplitter.Split(Mlp(), Trainable);
+        var examples = Examples(10, seed: 3);
+        using var cache = new ActivationCache(split, new ActivationCacheOptions { BatchSize = 4 });
+        Assert.Equal(6, cache.Build(examples.Take(6)).Computed);
+        Assert.False(cache.PrefixSessionOpen);
+        var firstSix = examples.Take(6).ToDictionary(e => e.Id, e => cache.Get(e.Id).Single().ToFloatArray());
+        // A later build with new examples opens the session again; what was cached stays as it was.
+        var second = cache.Build(examples);
+        Assert.Equal((4, 6), (second.Computed, second.Reused));
+        Assert.False(cache.PrefixSessionOpen);
+        foreach (var (id, values) in firstSix) Assert.Equal(values, cache.Get(id).Single().ToFloatArray());
+
+        using var keeping = new ActivationCache(split, new ActivationCacheOptions { BatchSize = 4, KeepPrefixSession = true });
+        keeping.Build(examples);
+        Assert.True(keeping.PrefixSessionOpen);
+        foreach (var e in examples) Assert.Equal(cache.Get(e.Id).Single().ToFloatArray(), keeping.Get(e.Id).Single().ToFloatArray());
+    }
+
+    [Fact]
     public void Cache_file_of_another_prefix_is_ignored_and_replaced()
     {
         var model = Mlp();
