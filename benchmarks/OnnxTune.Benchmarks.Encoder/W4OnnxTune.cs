@@ -49,9 +49,12 @@ internal static class W4OnnxTune
         var setup = wall.Elapsed;
         var phases = new Dictionary<string, double> { ["split_and_artifacts"] = Peak.Megabytes() };
 
-        var engineOptions = new TrainingEngineOptions { IntraOpThreads = s.Threads, InterOpThreads = 1, Seed = s.Seed };
+        // Length buckets give batches of several shapes: no memory pattern, as hosting rounds do for such records.
+        var engineOptions = new TrainingEngineOptions { IntraOpThreads = s.Threads, InterOpThreads = 1, Seed = s.Seed, MemoryPattern = false };
         if (spinning is { } spin) engineOptions.Spinning = spin;
-        if (Environment.GetEnvironmentVariable("ONNXTUNE_W4_PROFILE") is { Length: > 0 } profile)
+        var profile = Environment.GetEnvironmentVariable("ONNXTUNE_W4_PROFILE");
+        if (Environment.GetEnvironmentVariable("ONNXTUNE_W4_MEMORY_PATTERN") == "1") engineOptions.MemoryPattern = true;
+        if (!string.IsNullOrEmpty(profile))
             engineOptions.ConfigureSessionOptions = so =>
             {
                 so.ProfileOutputPathPrefix = profile;

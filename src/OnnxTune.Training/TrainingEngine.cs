@@ -686,6 +686,7 @@ public sealed class TrainingEngine : IDisposable
             IntraOpThreads = options.IntraOpThreads,
             InterOpThreads = options.InterOpThreads,
             Spinning = options.Spinning,
+            MemoryPattern = options.MemoryPattern,
             Configure = options.ConfigureSessionOptions,
         }, out _);
 

@@ -52,6 +52,15 @@ public sealed class TrainingEngineOptions
     /// <value>The default value is <see cref="ThreadSpinning.Never"/>.</value>
     public ThreadSpinning Spinning { get; set; } = ThreadSpinning.Never;
 
+    /// <summary>
+    /// Gets or sets whether ONNX Runtime plans the sessions' memory per input shape (its memory pattern). A plan pays
+    /// off when every batch has the same shape; when shapes change between batches (length-bucketed text) each shape
+    /// keeps its own blocks, and turning the plan off lowered W4's peak RSS by about 100 MB at the same step time.
+    /// Hosting rounds turn it off when their records come in more than one shape.
+    /// </summary>
+    /// <value>The default value is true.</value>
+    public bool MemoryPattern { get; set; } = true;
+
     /// <summary>Gets or sets the execution provider.</summary>
     /// <value>The default value is <see cref="ExecutionProvider.Cpu"/>.</value>
     public ExecutionProvider ExecutionProvider { get; set; } = ExecutionProvider.Cpu;

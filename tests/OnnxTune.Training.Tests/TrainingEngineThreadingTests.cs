@@ -56,7 +56,18 @@ public sealed class TrainingEngineThreadingTests : IDisposable
 
         var quiet = Train(new TrainingEngineOptions { IntraOpThreads = 1, InterOpThreads = 1 });
         var spinning = Train(new TrainingEngineOptions { IntraOpThreads = 2, InterOpThreads = 2, Spinning = ThreadSpinning.DuringRuns });
+        var unplanned = Train(new TrainingEngineOptions { IntraOpThreads = 1, InterOpThreads = 1, MemoryPattern = false });
         Assert.NotEqual(InitialW, quiet);
         for (var i = 0; i < quiet.Length; i++) Assert.Equal(quiet[i], spinning[i], 6);
+        Assert.Equal(quiet, unplanned);
+    }
+
+    [Fact]
+    public void The_memory_pattern_is_on_unless_turned_off()
+    {
+        Assert.True(new TrainingEngineOptions().MemoryPattern);
+        using (var on = OrtSessionFactory.CreateOptions(new OrtSessionSettings(), out _)) Assert.True(on.EnableMemoryPattern);
+        using var off = OrtSessionFactory.CreateOptions(new OrtSessionSettings { MemoryPattern = false }, out _);
+        Assert.False(off.EnableMemoryPattern);
     }
 }

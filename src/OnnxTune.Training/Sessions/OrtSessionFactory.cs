@@ -69,6 +69,7 @@ public static class OrtSessionFactory
         so.ExecutionMode = ExecutionModeFor(settings.InterOpThreads);
         if (settings.InterOpThreads > 0) so.InterOpNumThreads = settings.InterOpThreads;
         foreach (var (key, value) in SessionConfigEntries(settings.Spinning)) so.AddSessionConfigEntry(key, value);
+        if (settings.MemoryPattern is { } pattern) so.EnableMemoryPattern = pattern;
         return so;
     }
 }

@@ -23,6 +23,9 @@ public sealed record OrtSessionSettings
     /// <summary>How pool threads wait for work (null: ONNX Runtime's default).</summary>
     public ThreadSpinning? Spinning { get; init; }
 
+    /// <summary>ONNX Runtime's memory pattern planning (null: its default, on).</summary>
+    public bool? MemoryPattern { get; init; }
+
     /// <summary>Last say over the options (graph optimisation level, profiling, custom ops...).</summary>
     public Action<SessionOptions>? Configure { get; init; }
 }
