@@ -170,7 +170,6 @@ internal static class LayerNormFusion
                 normalized = mulRec.Output[0];
             }
             else continue;
-            if (!g.Node.Contains(chain[^1]) || Uses(d) != squareUses + 1) continue;
             if (Uses(normalized) != 1 || Single(normalized, "Mul") is not { } scaleMul || Other(scaleMul, normalized) is not { } scale || Size1D(scale) is not { } h) continue;
             chain.Add(scaleMul);
             var output = scaleMul.Output[0];
