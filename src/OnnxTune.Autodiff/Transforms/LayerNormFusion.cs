@@ -98,23 +98,27 @@ internal static class LayerNormFusion
     internal static List<Match> Find(GraphProto g, long opset)
     {
         var producer = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
-        foreach (var n in g.Node) foreach (var o in n.Output) if (o.Length > 0) producer[o] = n;
-        var uses = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var n in g.Node) foreach (var i in n.Input) if (i.Length > 0) uses[i] = uses.GetValueOrDefault(i) + 1;
-        foreach (var o in g.Output) uses[o.Name] = uses.GetValueOrDefault(o.Name) + 1_000_000;
+        var readers = new Dictionary<string, List<NodeProto>>(StringComparer.Ordinal);
+        foreach (var n in g.Node)
+        {
+            foreach (var o in n.Output) if (o.Length > 0) producer[o] = n;
+            foreach (var i in n.Input.Distinct())
+                if (i.Length > 0) (readers.TryGetValue(i, out var list) ? list : readers[i] = []).Add(n);
+        }
+        var graphOutputs = g.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
         var inits = g.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
         var claimed = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
         var found = new List<Match>();
 
-        int Uses(string t) => uses.GetValueOrDefault(t);
-        NodeProto? Single(string tensor, string op)
+        // A graph output counts as a reader that is not part of any chain.
+        IReadOnlyList<NodeProto?> Readers(string t)
         {
-            // The one node reading tensor, when it has the op type (in the default domain).
-            NodeProto? hit = null;
-            foreach (var n in g.Node)
-                if (n.Input.Contains(tensor)) { if (hit is not null) return null; hit = n; }
-            return hit is { } h && h.OpType == op && string.IsNullOrEmpty(h.Domain) && h.Output.Count == 1 ? h : null;
+            IReadOnlyList<NodeProto?> nodes = readers.TryGetValue(t, out var r) ? r : [];
+            return graphOutputs.Contains(t) ? [null, .. nodes] : nodes;
         }
+        NodeProto? Single(string tensor, string op) =>
+            // The one node reading tensor (which is no graph output), when it has the op type (in the default domain).
+            Readers(tensor) is [{ } h] && h.OpType == op && string.IsNullOrEmpty(h.Domain) && h.Output.Count == 1 ? h : null;
         static bool Floating(TensorProto t) => t.DataType is (int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Double;
         double[]? Floats(string tensor)
         {
@@ -131,6 +135,9 @@ internal static class LayerNormFusion
                 : n.GetInts("axes");
             return axes is [-1];
         }
+        // Pow(d, 2) or Mul(d, d).
+        bool IsSquare(NodeProto? n, string d) => n is not null && string.IsNullOrEmpty(n.Domain) && n.Output.Count == 1 && n.Input.Count == 2 && n.Input[0] == d
+            && (n.OpType == "Pow" ? Floats(n.Input[1]) is [2.0] : n.OpType == "Mul" && n.Input[1] == d);
         string? Other(NodeProto n, string known) =>
             n.Input.Count == 2 && n.Input[0] == known ? n.Input[1] : n.Input.Count == 2 && n.Input[1] == known ? n.Input[0] : null;
         long? Size1D(string name) => inits.TryGetValue(name, out var t) && t.Dims.Count == 1 && Floating(t) ? t.Dims[0] : null;
@@ -140,41 +147,37 @@ internal static class LayerNormFusion
             if (!LastAxisMean(mean) || claimed.Contains(mean)) continue;
             var x = mean.Input[0];
             var m = mean.Output[0];
-            if (Uses(m) != 1 || Single(m, "Sub") is not { } sub || sub.Input[0] != x || sub.Input[1] != m) continue;
+            if (Single(m, "Sub") is not { } sub || sub.Input[0] != x || sub.Input[1] != m) continue;
             var d = sub.Output[0];
             // d feeds the square and the division only.
-            var square = g.Node.FirstOrDefault(n => n.Input.Contains(d) && n.OpType is "Pow" or "Mul" && n != sub);
-            if (square is null || square.Output.Count != 1) continue;
-            var squareOk = square.OpType == "Pow" ? square.Input[0] == d && Floats(square.Input[1]) is [2.0] : square.Input.Count == 2 && square.Input[0] == d && square.Input[1] == d;
-            if (!squareOk) continue;
-            var squareUses = square.OpType == "Mul" ? 2 : 1;
-            if (Uses(d) != squareUses + 1) continue;
-            if (Uses(square.Output[0]) != 1 || Single(square.Output[0], "ReduceMean") is not { } variance || !LastAxisMean(variance)) continue;
-            if (Uses(variance.Output[0]) != 1 || Single(variance.Output[0], "Add") is not { } addEps) continue;
+            if (Readers(d) is not [var first, var second]) continue;
+            var (square, divider) = IsSquare(first, d) ? (first, second) : IsSquare(second, d) ? (second, first) : (null, null);
+            if (square is null || divider is null) continue;
+            if (Single(square.Output[0], "ReduceMean") is not { } variance || !LastAxisMean(variance)) continue;
+            if (Single(variance.Output[0], "Add") is not { } addEps) continue;
             if (Other(addEps, variance.Output[0]) is not { } epsName || Floats(epsName) is not [var eps] || !(eps > 0)) continue;
-            if (Uses(addEps.Output[0]) != 1 || Single(addEps.Output[0], "Sqrt") is not { } sqrt) continue;
+            if (Single(addEps.Output[0], "Sqrt") is not { } sqrt) continue;
             var s = sqrt.Output[0];
-            if (Uses(s) != 1) continue;
+            if (Readers(s) is not [{ } sqrtReader]) continue;
             var chain = new List<NodeProto> { mean, sub, square, variance, addEps, sqrt };
-            var divider = g.Node.FirstOrDefault(n => n.Input.Contains(s));
             string normalized;
-            if (divider is { OpType: "Div" } div && div.Input[0] == d && div.Input[1] == s && string.IsNullOrEmpty(div.Domain))
+            if (sqrtReader is { OpType: "Div" } div && div == divider && div.Input[0] == d && div.Input[1] == s && string.IsNullOrEmpty(div.Domain))
             {
                 chain.Add(div);
                 normalized = div.Output[0];
             }
-            else if (divider is { OpType: "Reciprocal" } rec && Uses(rec.Output[0]) == 1 && Single(rec.Output[0], "Mul") is { } mulRec && Other(mulRec, rec.Output[0]) == d)
+            else if (sqrtReader is { OpType: "Reciprocal" } rec && Single(rec.Output[0], "Mul") is { } mulRec && mulRec == divider && Other(mulRec, rec.Output[0]) == d)
             {
                 chain.Add(rec);
                 chain.Add(mulRec);
                 normalized = mulRec.Output[0];
             }
             else continue;
-            if (Uses(normalized) != 1 || Single(normalized, "Mul") is not { } scaleMul || Other(scaleMul, normalized) is not { } scale || Size1D(scale) is not { } h) continue;
+            if (Single(normalized, "Mul") is not { } scaleMul || Other(scaleMul, normalized) is not { } scale || Size1D(scale) is not { } h) continue;
             chain.Add(scaleMul);
             var output = scaleMul.Output[0];
             string? bias = null;
-            if (Uses(output) == 1 && Single(output, "Add") is { } biasAdd && Other(biasAdd, output) is { } b && Size1D(b) == h)
+            if (Single(output, "Add") is { } biasAdd && Other(biasAdd, output) is { } b && Size1D(b) == h)
             {
                 chain.Add(biasAdd);
                 bias = b;
