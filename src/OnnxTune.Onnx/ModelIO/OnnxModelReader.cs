@@ -22,8 +22,25 @@ public static class OnnxModelReader
             throw new OnnxModelFormatException($"ONNX model path '{path}' is a folder, not a model file.");
         if (!File.Exists(path))
             throw new OnnxModelFormatException($"ONNX model file '{path}' does not exist.");
-        var bytes = ReadFile(path, () => File.ReadAllBytes(path), $"ONNX model file '{path}'");
-        return Parse(bytes, path, Path.GetDirectoryName(Path.GetFullPath(path)), options);
+        // Parsed from a stream, not from the file's bytes: a model's weights are then held once (in the parsed
+        // tensors) rather than twice while it loads.
+        var (model, length) = ReadFile(path, () =>
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1 << 16);
+            if (stream.Length == 0) return ((ModelProto?)null, 0L);
+            try
+            {
+                return (ModelProto.Parser.ParseFrom(stream), stream.Length);
+            }
+            catch (InvalidProtocolBufferException e)
+            {
+                throw new OnnxModelFormatException(
+                    $"ONNX model '{path}' is corrupt or truncated ({stream.Length} bytes): {e.Message}", e);
+            }
+        }, $"ONNX model file '{path}'");
+        if (model is null)
+            throw new OnnxModelFormatException($"ONNX model '{path}' is empty (0 bytes).");
+        return Check(model, path, Path.GetDirectoryName(Path.GetFullPath(path)), options);
     }
 
     /// <summary>Runs a file read, turning I/O and permission errors into <see cref="OnnxModelFormatException"/>.</summary>
@@ -57,6 +74,11 @@ public static class OnnxModelReader
             throw new OnnxModelFormatException(
                 $"ONNX model '{sourceName}' is corrupt or truncated ({bytes.Length} bytes): {e.Message}", e);
         }
+        return Check(model, sourceName, baseDirectory, options);
+    }
+
+    private static ModelProto Check(ModelProto model, string sourceName, string? baseDirectory, OnnxModelReaderOptions? options)
+    {
         if (model.Graph is null || (model.Graph.Node.Count == 0 && model.Graph.Output.Count == 0))
             throw new OnnxModelFormatException($"ONNX model '{sourceName}' has no graph (is it an ONNX file?).");
         if (model.OpsetImport.Count == 0)

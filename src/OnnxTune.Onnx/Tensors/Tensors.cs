@@ -44,6 +44,21 @@ public static class TensorProtos
     }
 
     /// <summary>
+    /// Copies a tensor's values, as float32, into <paramref name="destination"/> (its length must be the element
+    /// count); float32 raw data is copied without an intermediate array. Other types convert as <see cref="ToFloatArray"/>.
+    /// </summary>
+    public static void CopyFloats(TensorProto t, Span<float> destination)
+    {
+        var n = checked((int)ElementCount(t));
+        if (destination.Length != n)
+            throw new ArgumentException($"Tensor '{t.Name}' has {n} values; the destination holds {destination.Length}.", nameof(destination));
+        if ((DataType)t.DataType == DataType.Float && t.RawData.Length > 0)
+            MemoryMarshal.Cast<byte, float>(RawSpan(t, n * 4)).CopyTo(destination);
+        else
+            ToFloatArray(t).CopyTo(destination);
+    }
+
+    /// <summary>
     /// Reads a float, double, float16 or bfloat16 tensor as float32 values. 16-bit values come from raw_data
     /// (little-endian) or from int32_data, where ONNX stores each one's bit pattern in the low 16 bits.
     /// </summary>
