@@ -49,6 +49,10 @@ internal static class TrainBenchmark
 
     private static object Measure(WorkloadSpec spec, string dir, BenchArgs args)
     {
+        // The artifacts were built in this process (users build them offline, peers build nothing): their garbage
+        // is not the session's memory.
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true);
+        var rssBeforeOpen = ProcessMemory.RssMb();
         ProcessMemory.ResetPeak();
         var sessionOptions = new TrainingEngineOptions { IntraOpThreads = WorkloadSpec.IntraOpThreads, InterOpThreads = WorkloadSpec.InterOpThreads };
         SessionVariants.Apply(args.Variant, sessionOptions);
@@ -67,6 +71,8 @@ internal static class TrainBenchmark
         if (session.ParameterNames.Sum(n => session.GetParameter(n).LongLength) != spec.ParameterCount)
             throw new InvalidOperationException($"{spec.Name}: the ONNX model's parameter count differs from WorkloadSpec.ParameterCount ({spec.ParameterCount}).");
 
+        var rssAfterOpen = ProcessMemory.RssMb();
+        var managedAfterOpen = GC.GetTotalMemory(false) / 1048576.0;
         var batch = args.InitDirectory is { } init ? LoadInit(spec, session, Path.Combine(init, $"{spec.Name}.safetensors")) : SeededBatch(spec);
         var warmup = args.Warmup ?? WorkloadSpec.WarmupSteps;
         var steps = args.Steps ?? spec.TimedSteps;
@@ -119,6 +125,9 @@ internal static class TrainBenchmark
             GflopPerS = Math.Round(spec.FlopsPerStep / (median * 1e6), 2),
             AllocBytesPerStep = allocPerStep,
             PeakRssMb = Math.Round(ProcessMemory.PeakRssMb(), 1),
+            RssBeforeOpenMb = Math.Round(rssBeforeOpen, 1),
+            RssAfterOpenMb = Math.Round(rssAfterOpen, 1),
+            ManagedAfterOpenMb = Math.Round(managedAfterOpen, 1),
             Threads = WorkloadSpec.IntraOpThreads,
             LossFirst = lossFirst,
             LossLast = lossLast,

@@ -5,7 +5,8 @@ namespace OnnxTune.Training;
 
 /// <summary>
 /// Single owner of the session's long-lived tensors: per trainable parameter two value buffers, two gradient
-/// buffers and two buffers per optimizer state (ping-pong, so no run reads and writes the same buffer).
+/// buffers and two buffers per optimizer state (ping-pong, so no run reads and writes the same buffer). The second
+/// gradient buffer is allocated only once gradients are accumulated: a step from zero gradients writes the first.
 /// Everything is allocated once by ONNX Runtime's CPU allocator and released in <see cref="Dispose"/>.
 /// </summary>
 internal sealed class TensorStore : IDisposable
@@ -16,8 +17,9 @@ internal sealed class TensorStore : IDisposable
     /// <param name="parameters">Name, type and shape of each trainable parameter.</param>
     /// <param name="stateSuffixes">Optimizer state suffixes.</param>
     /// <param name="inPlaceUpdates">Parameters and states are updated in place (the fused CPU optimizer): one buffer
-    /// each, exposed at both parities. Gradients always ping-pong (accumulation reads one and writes the other).</param>
-    public TensorStore(IReadOnlyList<(string Name, TensorElementType Type, long[] Shape)> parameters, IReadOnlyList<string> stateSuffixes, bool inPlaceUpdates = false)
+    /// each, exposed at both parities. Gradients ping-pong once accumulated (accumulation reads one and writes the other).</param>
+    /// <param name="accumulating">Allocate the second gradient buffers now (else <see cref="EnsureAccumulationBuffers"/>).</param>
+    public TensorStore(IReadOnlyList<(string Name, TensorElementType Type, long[] Shape)> parameters, IReadOnlyList<string> stateSuffixes, bool inPlaceUpdates = false, bool accumulating = true)
     {
         OrtValue[] Pair(TensorElementType type, long[] shape)
         {
@@ -29,7 +31,7 @@ internal sealed class TensorStore : IDisposable
             Slots = parameters.Select(p => new ParameterSlot(
                 p.Name, p.Type, p.Shape,
                 Pair(p.Type, p.Shape),
-                [Allocate(p.Type, p.Shape), Allocate(p.Type, p.Shape)],
+                [Allocate(p.Type, p.Shape), accumulating ? Allocate(p.Type, p.Shape) : null!],
                 stateSuffixes.Select(s => new StateSlot(p.Name + s, Pair(p.Type, p.Shape))).ToArray()))
                 .ToArray();
         }
@@ -44,6 +46,17 @@ internal sealed class TensorStore : IDisposable
     public IReadOnlyList<ParameterSlot> Slots { get; }
 
     public IReadOnlyDictionary<string, ParameterSlot> ByName { get; }
+
+    /// <summary>Whether every slot's second gradient buffer exists.</summary>
+    public bool HasAccumulationBuffers => Slots.Count == 0 || Slots[0].Gradients[1] is not null;
+
+    /// <summary>Allocates the second gradient buffers (zeroed) if they do not exist yet; returns whether it did.</summary>
+    public bool EnsureAccumulationBuffers()
+    {
+        if (HasAccumulationBuffers) return false;
+        foreach (var slot in Slots) slot.Gradients[1] = Allocate(slot.Type, slot.Shape);
+        return true;
+    }
 
     /// <summary>Total bytes held.</summary>
     public long TotalBytes { get; private set; }

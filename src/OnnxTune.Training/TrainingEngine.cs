@@ -78,6 +78,7 @@ public sealed class TrainingEngine : IDisposable
         _learningRate = manifest.Optimizer.LearningRate;
         _rebindInputs = options.ExecutionProvider != ExecutionProvider.Cpu || options.RebindInputsEachRun;
         _stateSuffixes = OptimizerGraphBuilder.StateSuffixes(manifest.Optimizer);
+        var allocatedBefore = GC.GetTotalAllocatedBytes(precise: false);
         var created = new List<IDisposable>();
         try
         {
@@ -112,7 +113,7 @@ public sealed class TrainingEngine : IDisposable
             }
             CheckArtifacts(parameters, trainingModel.Graph);
             var fused = UseFusedOptimizer(options);
-            _store = new TensorStore(parameters, _stateSuffixes, inPlaceUpdates: fused);
+            _store = new TensorStore(parameters, _stateSuffixes, inPlaceUpdates: fused, accumulating: _trainFresh is null);
             created.Add(_store);
             if (fused)
             {
@@ -147,6 +148,7 @@ public sealed class TrainingEngine : IDisposable
                 LoadCheckpoint(checkpoint);
             else
                 LoadInferenceModelWeights();
+            if (options.ReleaseLoadMemory) Sessions.LoadMemoryRelease.AfterOpen(allocatedBefore);
         }
         catch
         {
@@ -207,6 +209,9 @@ public sealed class TrainingEngine : IDisposable
         set => _schedule = value;
     }
 
+    /// <summary>Bytes held by the parameters, gradients and optimizer states.</summary>
+    internal long TensorBytes => _store.TotalBytes;
+
     /// <summary>Total <see cref="Stopwatch"/> ticks spent inside the training graph's ONNX Runtime runs (benchmark breakdown).</summary>
     internal long TrainRunTicks { get; private set; }
 
@@ -240,7 +245,7 @@ public sealed class TrainingEngine : IDisposable
         {
             foreach (var (_, value) in inputs) value.Dispose();
         }
-        _gradParity ^= 1;
+        if (!fresh) _gradParity ^= 1; // a fresh run wrote the current buffer; an accumulating one wrote the other
         if (_stateBuffers.Count > 0) _stateParity ^= 1; // the run wrote the updated running statistics to the other buffers
         _resetPending = false;
         AccumulatedSteps++;
@@ -586,6 +591,7 @@ public sealed class TrainingEngine : IDisposable
 
     private InferenceSession AccumulatingSession()
     {
+        if (_store.EnsureAccumulationBuffers()) _fusedOptimizer?.RefreshGradientAddresses(_store.Slots);
         // Read again rather than kept in memory: a training graph holds its frozen weights (tens of MB for a transformer).
         return _train ??= CreateSession(Manifest.Files.TrainingModel, OnnxModelWriter.ToBytes(LoadModel(Manifest.Files.TrainingModel, _seed)));
     }
@@ -600,7 +606,7 @@ public sealed class TrainingEngine : IDisposable
         var b = _trainFresh!.CreateIoBinding();
         BindParameters(b, pp);
         foreach (var slot in _store.Slots)
-            b.BindOutput(slot.Name + GradOutputSuffix, slot.Gradients[1 - gp]);
+            b.BindOutput(slot.Name + GradOutputSuffix, slot.Gradients[gp]);
         b.BindOutput(Manifest.Loss.LossOutputName, _loss);
         return _freshBindings[pp, gp] = b;
     }
@@ -850,13 +856,13 @@ public sealed class TrainingEngine : IDisposable
         {
             if (!initializers.TryGetValue(slot.Name, out var t))
                 throw new InvalidArtifactsException($"{path} has no initializer '{slot.Name}' to initialise the trainable parameter of that name.");
-            var values = Onnx.Tensors.TensorProtos.ToFloatArray(t);
-            if (values.Length != slot.ElementCount)
-                throw new InvalidArtifactsException($"{path}: initializer '{slot.Name}' has {values.Length} values, the parameter needs {slot.ElementCount}.");
+            var count = Onnx.Tensors.TensorProtos.ElementCount(t);
+            if (count != slot.ElementCount)
+                throw new InvalidArtifactsException($"{path}: initializer '{slot.Name}' has {count} values, the parameter needs {slot.ElementCount}.");
             if (slot.Type == TensorElementType.Double)
                 TensorStore.WriteBytes(slot.Values[_paramParity], System.Runtime.InteropServices.MemoryMarshal.AsBytes(Onnx.Tensors.TensorProtos.ToDoubleArray(t).AsSpan()));
             else
-                TensorStore.WriteFloats(slot.Values[_paramParity], slot.Type, values);
+                Onnx.Tensors.TensorProtos.CopyFloats(t, slot.Values[_paramParity].GetTensorMutableDataAsSpan<float>());
         }
     }
 

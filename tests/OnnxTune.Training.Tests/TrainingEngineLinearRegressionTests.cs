@@ -92,6 +92,54 @@ public sealed class TrainingEngineLinearRegressionTests : IDisposable
         Assert.Throws<InvalidOperationException>(s.OptimizerStep);
     }
 
+    [Theory]
+    [InlineData(OptimizerExecution.Fused)]
+    [InlineData(OptimizerExecution.Graph)]
+    public void The_second_gradient_buffers_exist_only_once_gradients_accumulate(OptimizerExecution execution)
+    {
+        using var s = TrainingEngine.Open(Artifacts(PlainSgd), new TrainingEngineOptions { OptimizerExecution = execution });
+        var parameterBytes = (InitialW.Length + InitialB.Length) * sizeof(float);
+        var w = D(InitialW);
+        var b = D(InitialB);
+        void Update(params (float[] X, float[] T, int N)[] batches)
+        {
+            var grads = batches.Select(p => Reference(w, b, p.X, p.T, p.N)).ToList();
+            foreach (var g in grads)
+            {
+                for (var i = 0; i < w.Length; i++) w[i] -= 0.1 * g.GradW[i];
+                for (var i = 0; i < b.Length; i++) b[i] -= 0.1 * g.GradB[i];
+            }
+        }
+        (float[] X, float[] T, int N) Make(int seed, int n) { var (x, t) = Data(seed, n); return (x, t, n); }
+        void Train(params (float[] X, float[] T, int N)[] batches)
+        {
+            foreach (var p in batches) s.TrainStep(new TrainingBatch().Add("x", p.X, p.N, In).WithLabels(p.T, p.N, Out));
+            s.OptimizerStep();
+            Update(batches);
+            AssertClose(w, s.GetParameter("W"));
+            AssertClose(b, s.GetParameter("b"));
+        }
+
+        Train(Make(1, 4));
+        Train(Make(2, 5));
+        var beforeAccumulating = s.TensorBytes;
+        // Each round below starts from the other gradient buffer than the one before it.
+        Train(Make(3, 3), Make(4, 6));
+        Assert.Equal(beforeAccumulating + parameterBytes, s.TensorBytes);
+        Train(Make(5, 2));
+        Train(Make(6, 4), Make(7, 3), Make(8, 5));
+        Train(Make(9, 4), Make(10, 2));
+        Assert.Equal(beforeAccumulating + parameterBytes, s.TensorBytes);
+    }
+
+    [Fact]
+    public void Opening_collects_once_after_a_large_transient_allocation_only()
+    {
+        Assert.False(LoadMemoryRelease.AfterOpen(GC.GetTotalAllocatedBytes(precise: false)));
+        Assert.True(LoadMemoryRelease.AfterOpen(GC.GetTotalAllocatedBytes(precise: false) - LoadMemoryRelease.ThresholdBytes - 1));
+        Assert.True(new TrainingEngineOptions().ReleaseLoadMemory);
+    }
+
     private static void AssertClose(double[] expected, float[] actual)
     {
         Assert.Equal(expected.Length, actual.Length);

@@ -269,6 +269,13 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
                 T.CreateTruncating(f), T.CreateTruncating(g), T.CreateTruncating(clip), clipping, decay) { }
     }
 
+    /// <summary>Reads the addresses of gradient buffers allocated after this optimizer was created.</summary>
+    internal void RefreshGradientAddresses(IReadOnlyList<ParameterSlot> slots)
+    {
+        for (var i = 0; i < _slots.Length; i++)
+            _slots[i].Gradients[1] = slots[i].Gradients[1] is { } second ? SlotPointers.Address(second) : 0;
+    }
+
     // The OrtValues' native buffers: allocated once by the TensorStore and never moved, so their addresses are stable.
     private sealed class SlotPointers
     {
@@ -277,7 +284,7 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
             IsDouble = slot.Type == TensorElementType.Double;
             Length = slot.ElementCount;
             Values = [Address(slot.Values[0]), Address(slot.Values[1])];
-            Gradients = [Address(slot.Gradients[0]), Address(slot.Gradients[1])];
+            Gradients = [Address(slot.Gradients[0]), slot.Gradients[1] is { } second ? Address(second) : 0];
             HasState = slot.States.Length > 0;
             State0 = HasState ? [Address(slot.States[0].Values[0]), Address(slot.States[0].Values[1])] : [0, 0];
             State1 = slot.States.Length > 1 ? [Address(slot.States[1].Values[0]), Address(slot.States[1].Values[1])] : [0, 0];
@@ -291,7 +298,7 @@ internal sealed unsafe class FusedCpuOptimizer : IDisposable
         public nint[] State0 { get; }
         public nint[] State1 { get; }
 
-        private static nint Address(Microsoft.ML.OnnxRuntime.OrtValue value)
+        internal static nint Address(Microsoft.ML.OnnxRuntime.OrtValue value)
         {
             fixed (byte* p = value.GetTensorMutableRawData()) return (nint)p;
         }
