@@ -49,8 +49,7 @@ internal static class W4OnnxTune
         var setup = wall.Elapsed;
         var phases = new Dictionary<string, double> { ["split_and_artifacts"] = Peak.Megabytes() };
 
-        // Length buckets give batches of several shapes: no memory pattern, as hosting rounds do for such records.
-        var engineOptions = new TrainingEngineOptions { IntraOpThreads = s.Threads, InterOpThreads = 1, Seed = s.Seed, MemoryPattern = false };
+        var engineOptions = new TrainingEngineOptions { IntraOpThreads = s.Threads, InterOpThreads = 1, Seed = s.Seed };
         if (spinning is { } spin) engineOptions.Spinning = spin;
         var profile = Environment.GetEnvironmentVariable("ONNXTUNE_W4_PROFILE");
         if (Environment.GetEnvironmentVariable("ONNXTUNE_W4_MEMORY_PATTERN") == "1") engineOptions.MemoryPattern = true;

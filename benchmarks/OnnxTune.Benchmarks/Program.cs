@@ -122,6 +122,7 @@ namespace OnnxTune.Benchmarks
                 "extended" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                 "basic" => so => so.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC,
                 "no-mem-pattern" => so => so.EnableMemoryPattern = false,
+                "mem-pattern" => so => so.EnableMemoryPattern = true,
                 "no-arena" => so => so.EnableCpuMemArena = false,
                 "no-arena-no-mem-pattern" => so => { so.EnableCpuMemArena = false; so.EnableMemoryPattern = false; },
                 _ => throw new ArgumentException($"unknown variant '{name}'"),

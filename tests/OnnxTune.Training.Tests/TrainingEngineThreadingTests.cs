@@ -56,16 +56,17 @@ public sealed class TrainingEngineThreadingTests : IDisposable
 
         var quiet = Train(new TrainingEngineOptions { IntraOpThreads = 1, InterOpThreads = 1 });
         var spinning = Train(new TrainingEngineOptions { IntraOpThreads = 2, InterOpThreads = 2, Spinning = ThreadSpinning.DuringRuns });
-        var unplanned = Train(new TrainingEngineOptions { IntraOpThreads = 1, InterOpThreads = 1, MemoryPattern = false });
+        var planned = Train(new TrainingEngineOptions { IntraOpThreads = 1, InterOpThreads = 1, MemoryPattern = true });
         Assert.NotEqual(InitialW, quiet);
         for (var i = 0; i < quiet.Length; i++) Assert.Equal(quiet[i], spinning[i], 6);
-        Assert.Equal(quiet, unplanned);
+        Assert.Equal(quiet, planned);
     }
 
     [Fact]
-    public void The_memory_pattern_is_on_unless_turned_off()
+    public void The_memory_pattern_is_off_unless_turned_on()
     {
-        Assert.True(new TrainingEngineOptions().MemoryPattern);
+        Assert.False(new TrainingEngineOptions().MemoryPattern);
+        using (var planned = OrtSessionFactory.CreateOptions(new OrtSessionSettings { MemoryPattern = true }, out _)) Assert.True(planned.EnableMemoryPattern);
         using (var on = OrtSessionFactory.CreateOptions(new OrtSessionSettings(), out _)) Assert.True(on.EnableMemoryPattern);
         using var off = OrtSessionFactory.CreateOptions(new OrtSessionSettings { MemoryPattern = false }, out _);
         Assert.False(off.EnableMemoryPattern);

@@ -75,8 +75,6 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
             CheckpointDirectory = checkpoint,
             Seed = unchecked((int)input.Round),
             LearningRateScales = EncoderScales(manifest, input),
-            // Records of several shapes (text in length buckets) would each get their own memory plan and blocks.
-            MemoryPattern = examples.Select(e => e.Signature).Distinct(StringComparer.Ordinal).Take(2).Count() < 2,
         });
         if (checkpoint is null) LoadServingWeights(session, input);
         session.Schedule = null;
