@@ -95,7 +95,9 @@ internal sealed partial class TrainingEngineFineTuningRound(IFeedbackEncoder enc
             var dropped = cache.RetainOnly(cached.Select(c => c.Id));
             build = cache.Build(cached);
             LogPrefixCache(logger, input.ModelName, input.Round, build.Computed, build.Reused, dropped, build.Elapsed.TotalSeconds);
-            createBatch = members => buffers.Build(examples, members, cache.CreateBatch(Array.ConvertAll(members, i => cached[i])));
+            // TrainingLoop finishes each step before it asks for the next batch: one set of stacking buffers serves them all.
+            var stackBuffers = new BatchStackBuffers();
+            createBatch = members => buffers.Build(examples, members, cache.CreateBatch(Array.ConvertAll(members, i => cached[i]), stackBuffers));
         }
         // Records of equal shape are stacked; each shape group is cut into batches, and batch order is shuffled.
         var batches = IndexedBatches.GroupedShuffled(examples.Select(e => e.Signature).ToList(), batchSize,

@@ -184,13 +184,16 @@ public sealed class ActivationCache : IDisposable
 
     /// <summary>A suffix batch for the examples: their cached tensors stacked on dim 0, plus their labels when they have them.</summary>
     /// <exception cref="ActivationCacheException">An example is not cached, or the examples' cached shapes differ.</exception>
-    public TrainingBatch CreateBatch(IReadOnlyList<TrainingExample> examples)
+    public TrainingBatch CreateBatch(IReadOnlyList<TrainingExample> examples) => CreateBatch(examples, buffers: null);
+
+    /// <summary>As <see cref="CreateBatch(IReadOnlyList{TrainingExample})"/>, stacked into reused buffers (valid until the next batch).</summary>
+    internal TrainingBatch CreateBatch(IReadOnlyList<TrainingExample> examples, BatchStackBuffers? buffers)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(examples);
         if (examples.Count == 0) throw new ArgumentException("A batch needs at least one example.", nameof(examples));
         var cached = examples.Select(e => new TrainingExample(e.Id, Get(e.Id), e.Label)).ToList();
-        return ExampleBatches.Stack(cached);
+        return ExampleBatches.Stack(cached, buffers);
     }
 
     /// <summary>

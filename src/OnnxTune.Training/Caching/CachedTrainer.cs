@@ -55,7 +55,9 @@ public sealed class CachedTrainer
         ArgumentNullException.ThrowIfNull(batches);
         var build = _cache.Build(batches.SelectMany(b => b));
         var examples = batches.Sum(b => b.Count);
-        var run = TrainingLoop.Run(_session, TrainingBatches.FromEpochs(examples, batches.Count, _ => batches.Select(_cache.CreateBatch)),
+        // The loop finishes each step before it asks for the next batch, so one set of buffers serves every batch.
+        var buffers = new BatchStackBuffers();
+        var run = TrainingLoop.Run(_session, TrainingBatches.FromEpochs(examples, batches.Count, _ => batches.Select(b => _cache.CreateBatch(b, buffers))),
             new TrainingLoopOptions { GradientAccumulationSteps = GradientAccumulationSteps, RecordStepLosses = true }, cancellationToken);
         return new CachedEpochResult(run.StepLosses, (int)run.Updates, examples, build, run.Elapsed);
     }

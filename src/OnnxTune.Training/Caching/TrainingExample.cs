@@ -58,19 +58,22 @@ public static class ExampleBatches
 
     /// <summary>Stacks the examples' inputs and labels into one <see cref="TrainingBatch"/> (new dim 0).</summary>
     /// <exception cref="ActivationCacheException">The examples disagree on names, types or shapes, or a type cannot go into a batch.</exception>
-    public static TrainingBatch Stack(IReadOnlyList<TrainingExample> examples)
+    public static TrainingBatch Stack(IReadOnlyList<TrainingExample> examples) => Stack(examples, buffers: null);
+
+    /// <summary>Stacks into reused buffers (null: fresh arrays); see <see cref="BatchStackBuffers"/>.</summary>
+    internal static TrainingBatch Stack(IReadOnlyList<TrainingExample> examples, BatchStackBuffers? buffers)
     {
         ArgumentNullException.ThrowIfNull(examples);
         if (examples.Count == 0) throw new ArgumentException("A batch needs at least one example.", nameof(examples));
         var batch = new TrainingBatch();
         foreach (var t in examples[0].Inputs)
-            AddTo(batch, t.Name, examples.Select(e => (e.Id, Find(e, t.Name))).ToList(), isLabel: false);
+            AddTo(batch, t.Name, examples.Select(e => (e.Id, Find(e, t.Name))).ToList(), isLabel: false, buffers);
         if (examples[0].Label is not null)
-            AddTo(batch, "label", examples.Select(e => (e.Id, e.Label ?? throw new ActivationCacheException($"Example '{e.Id}' has no label, but '{examples[0].Id}' in the same batch has one."))).ToList(), isLabel: true);
+            AddTo(batch, "label", examples.Select(e => (e.Id, e.Label ?? throw new ActivationCacheException($"Example '{e.Id}' has no label, but '{examples[0].Id}' in the same batch has one."))).ToList(), isLabel: true, buffers);
         return batch;
     }
 
-    internal static void AddTo(TrainingBatch batch, string name, IReadOnlyList<(string Id, SafeTensor Tensor)> rows, bool isLabel)
+    internal static void AddTo(TrainingBatch batch, string name, IReadOnlyList<(string Id, SafeTensor Tensor)> rows, bool isLabel, BatchStackBuffers? buffers = null)
     {
         var first = rows[0].Tensor;
         foreach (var (id, t) in rows)
@@ -78,28 +81,37 @@ public static class ExampleBatches
                 throw new ActivationCacheException(
                     $"Examples '{rows[0].Id}' and '{id}' cannot share a batch: '{name}' is {first.DType}[{string.Join(",", first.Shape)}] in one and {t.DType}[{string.Join(",", t.Shape)}] in the other. Batch examples of the same padded length together (ExampleBatches.Create groups them).");
         long[] shape = [rows.Count, .. first.Shape];
-        var bytes = new byte[(long)rows.Count * first.Data.Length];
-        for (var i = 0; i < rows.Count; i++) rows[i].Tensor.Data.CopyTo(bytes, (long)i * first.Data.Length);
         switch (first.DType)
         {
             case SafeTensorDType.F32:
                 {
-                    var data = MemoryMarshal.Cast<byte, float>(bytes).ToArray();
+                    var data = Rows<float>(rows, name, buffers);
                     if (isLabel) batch.WithLabels(data, shape); else batch.Add(name, data, shape);
                     break;
                 }
             case SafeTensorDType.I64:
                 {
-                    var data = MemoryMarshal.Cast<byte, long>(bytes).ToArray();
+                    var data = Rows<long>(rows, name, buffers);
                     if (isLabel) batch.WithLabels(data, shape); else batch.Add(name, data, shape);
                     break;
                 }
             case SafeTensorDType.Bool when !isLabel:
-                batch.Add(name, MemoryMarshal.Cast<byte, bool>(bytes).ToArray(), shape);
+                batch.Add(name, Rows<bool>(rows, name, buffers), shape);
                 break;
             default:
                 throw new ActivationCacheException($"'{name}' holds {first.DType} values; a training batch takes float32, int64 or bool inputs and float32 or int64 labels.");
         }
+    }
+
+    // The rows' bytes back to back, copied straight into the typed buffer.
+    private static Memory<T> Rows<T>(IReadOnlyList<(string Id, SafeTensor Tensor)> rows, string name, BatchStackBuffers? buffers) where T : unmanaged
+    {
+        var rowBytes = rows[0].Tensor.Data.Length;
+        var length = checked(rows.Count * rowBytes / System.Runtime.CompilerServices.Unsafe.SizeOf<T>());
+        var data = buffers is null ? new T[length] : buffers.Rent<T>(name, length);
+        var target = MemoryMarshal.AsBytes(data.Span);
+        for (var i = 0; i < rows.Count; i++) rows[i].Tensor.Data.CopyTo(target[(i * rowBytes)..]);
+        return data;
     }
 
     private static SafeTensor Find(TrainingExample e, string name) =>

@@ -64,6 +64,40 @@ public sealed class CachedTrainingTests
     }
 
     [Fact]
+    public void Batches_stacked_into_reused_buffers_equal_fresh_ones_and_reuse_the_memory()
+    {
+        static TrainingExample Example(int i, int width) => new($"e{i}",
+            [
+                SafeTensor.FromFloats("h", Enumerable.Range(0, width * 3).Select(k => i * 100f + k).ToArray(), width, 3),
+                SafeTensor.FromInt64s("mask", Enumerable.Range(0, width).Select(k => (long)(k + i)).ToArray(), width),
+                SafeTensor.FromBools("keep", Enumerable.Range(0, width).Select(k => (k + i) % 2 == 0).ToArray(), width),
+            ], SafeTensor.FromInt64s("labels", [i % 3]));
+        var buffers = new BatchStackBuffers();
+        var first = ExampleBatches.Stack([Example(0, 4), Example(1, 4), Example(2, 4)], buffers);
+        var firstH = first.Inputs["h"].Floats.ToArray();
+        var wide = ExampleBatches.Stack([Example(3, 6), Example(4, 6)], buffers); // longer: the buffers grow
+        var narrow = new[] { Example(5, 2), Example(6, 2) };
+        var reused = ExampleBatches.Stack(narrow, buffers);
+        var fresh = ExampleBatches.Stack(narrow);
+
+        Assert.Equal(new long[] { 3, 4, 3 }, first.Inputs["h"].Shape);
+        Assert.Equal(Enumerable.Range(0, 12).Select(k => (float)k).Concat(Enumerable.Range(0, 12).Select(k => 100f + k)).Concat(Enumerable.Range(0, 12).Select(k => 200f + k)), firstH);
+        Assert.Equal(36, wide.Inputs["h"].Length);
+        foreach (var name in new[] { "h", "mask", "keep" })
+        {
+            Assert.Equal(fresh.Inputs[name].Shape, reused.Inputs[name].Shape);
+            Assert.Equal(fresh.Inputs[name].Length, reused.Inputs[name].Length);
+        }
+        Assert.Equal(fresh.Inputs["h"].Floats.ToArray(), reused.Inputs["h"].Floats.ToArray());
+        Assert.Equal(fresh.Inputs["mask"].Int64s.ToArray(), reused.Inputs["mask"].Int64s.ToArray());
+        Assert.Equal(((Memory<bool>)fresh.Inputs["keep"].Memory).ToArray(), ((Memory<bool>)reused.Inputs["keep"].Memory).ToArray());
+        Assert.Equal(fresh.Labels!.Int64s.ToArray(), reused.Labels!.Int64s.ToArray());
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray<float>((Memory<float>)wide.Inputs["h"].Memory, out var wideArray));
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray<float>((Memory<float>)reused.Inputs["h"].Memory, out var reusedArray));
+        Assert.Same(wideArray.Array, reusedArray.Array);
+    }
+
+    [Fact]
     public void Cache_file_round_trips_and_is_reused_by_a_later_round()
     {
         var split = FrozenPrefixSplitter.Split(Mlp(), Trainable);
