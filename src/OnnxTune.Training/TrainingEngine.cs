@@ -527,7 +527,7 @@ public sealed class TrainingEngine : IDisposable
             t.ExternalData.Clear();
             t.DataLocation = global::Onnx.TensorProto.Types.DataLocation.Default;
             t.DataType = (int)(slot.Type == TensorElementType.Double ? DataType.Double : DataType.Float);
-            t.RawData = ByteString.CopyFrom(TensorStore.ReadBytes(slot.Values[_paramParity]));
+            t.RawData = ByteString.CopyFrom(slot.Values[_paramParity].GetTensorMutableRawData());
         }
         foreach (var s in _stateBuffers)
         {
@@ -538,7 +538,7 @@ public sealed class TrainingEngine : IDisposable
             t.ExternalData.Clear();
             t.DataLocation = global::Onnx.TensorProto.Types.DataLocation.Default;
             t.DataType = (int)(s.Type == TensorElementType.Double ? DataType.Double : DataType.Float);
-            t.RawData = ByteString.CopyFrom(TensorStore.ReadBytes(s.Values[_stateParity]));
+            t.RawData = ByteString.CopyFrom(s.Values[_stateParity].GetTensorMutableRawData());
         }
         return model;
     }
